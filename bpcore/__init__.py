@@ -1,0 +1,105 @@
+"""bpcore: backpropagation written once against the Python Array API standard.
+
+The same explicit forward and backward kernels run on NumPy, CuPy, PyTorch,
+JAX and array-api-strict arrays. This module re-exports the public API; it
+defines nothing of its own.
+"""
+
+from __future__ import annotations
+
+from . import checks, init, layers, losses, optim
+from .backend import (
+    Array,
+    Backend,
+    BackendInfo,
+    backends,
+    get_backend,
+    namespace,
+    set_backend,
+    to_backend,
+    to_numpy,
+    use_backend,
+)
+from .errors import (
+    BackendError,
+    BackendMismatchError,
+    BpcoreError,
+    DTypeError,
+    LabelError,
+    NonFiniteError,
+    ShapeError,
+)
+from .layers import (
+    Layer,
+    activation,
+    dense,
+    from_config,
+    gelu,
+    identity,
+    leaky_relu,
+    mlp,
+    relu,
+    sequential,
+    sigmoid,
+    softmax,
+    tanh,
+)
+from .losses import Loss, binary_cross_entropy, get_loss, half_sse, mse, softmax_cross_entropy
+from .optim import Optimizer, adam, adamw, get_optimizer, momentum, sgd
+from .step import predict, train_step, value_and_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Array",
+    "Backend",
+    "BackendError",
+    "BackendInfo",
+    "BackendMismatchError",
+    "BpcoreError",
+    "DTypeError",
+    "LabelError",
+    "Layer",
+    "Loss",
+    "NonFiniteError",
+    "Optimizer",
+    "ShapeError",
+    "__version__",
+    "activation",
+    "adam",
+    "adamw",
+    "backends",
+    "binary_cross_entropy",
+    "checks",
+    "dense",
+    "from_config",
+    "gelu",
+    "get_backend",
+    "get_loss",
+    "get_optimizer",
+    "half_sse",
+    "identity",
+    "init",
+    "layers",
+    "leaky_relu",
+    "losses",
+    "mlp",
+    "momentum",
+    "mse",
+    "namespace",
+    "optim",
+    "predict",
+    "relu",
+    "sequential",
+    "set_backend",
+    "sgd",
+    "sigmoid",
+    "softmax",
+    "softmax_cross_entropy",
+    "tanh",
+    "to_backend",
+    "to_numpy",
+    "train_step",
+    "use_backend",
+    "value_and_grad",
+]

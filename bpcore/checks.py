@@ -1,0 +1,177 @@
+"""Validation at the public boundary: bad input fails here, in plain words.
+
+Kernels trust their inputs; the functions that people call with their own
+data (:func:`bpcore.train_step`, :func:`bpcore.predict`, the ``Model``) run
+these checks first, so a wrong shape, dtype, label, NaN, backend or device is
+reported with its fix instead of a backend's traceback.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from .backend import Array, SUPPORTED_DTYPES, backend_name, device_of, dtype_name, namespace
+from .errors import (
+    BackendMismatchError,
+    DTypeError,
+    LabelError,
+    NonFiniteError,
+    ShapeError,
+)
+
+__all__ = ["check_features", "check_params", "check_targets", "first_array"]
+
+
+def first_array(tree: Any) -> Array | None:
+    """The first array in a tree of parameters (``None`` if it holds none)."""
+    if isinstance(tree, dict):
+        tree = list(tree.values())
+    if isinstance(tree, (list, tuple)):
+        for item in tree:
+            found = first_array(item)
+            if found is not None:
+                return found
+        return None
+    return tree
+
+
+def check_params(params: Any) -> tuple[ModuleType, Array]:
+    """Namespace and a reference array of a parameter tree; refuses bad dtypes."""
+    ref = first_array(params)
+    if ref is None:
+        raise ValueError("the parameters hold no arrays; create them with model.init(seed)")
+    xp = namespace(ref)
+    name = dtype_name(ref.dtype, xp)
+    if name not in SUPPORTED_DTYPES:
+        raise DTypeError(
+            f"parameters are {name}; bpcore computes in float32 or float64: "
+            "create them with model.init(seed, dtype='float32')"
+        )
+    return xp, ref
+
+
+def check_features(x: Array, ref: Array, n_in: int | None, *, finite: bool = True) -> None:
+    """Check a batch of inputs against the parameters it will meet.
+
+    Raises
+    ------
+    BackendMismatchError, ShapeError, DTypeError, NonFiniteError
+    """
+    xp = _same_backend("x", x, ref)
+    if x.ndim != 2:
+        hint = (
+            "for one sample use x[None, :]" if x.ndim == 1
+            else "flatten each sample, e.g. xp.reshape(x, (x.shape[0], -1))"
+        )
+        raise ShapeError(
+            f"x must be 2-D (batch, features), got shape {tuple(x.shape)}; {hint}"
+        )
+    if n_in is not None and x.shape[1] != n_in:
+        raise ShapeError(
+            f"x has {x.shape[1]} features but the network's first layer takes {n_in}; "
+            f"build the network with {x.shape[1]} inputs or fix the data"
+        )
+    want = dtype_name(ref.dtype, xp)
+    got = dtype_name(x.dtype, xp)
+    if got != want:
+        raise DTypeError(
+            f"x is {got} but the parameters are {want}; cast with "
+            f"xp.astype(x, xp.{want}) (or init the parameters with dtype='{got}')"
+            if got in SUPPORTED_DTYPES
+            else f"x is {got}; features must be {want}: cast with xp.astype(x, xp.{want})"
+        )
+    if finite:
+        _finite("x", x, xp)
+
+
+def check_targets(
+    t: Array, ref: Array, batch: int, n_out: int | None, kind: str, *, finite: bool = True
+) -> None:
+    """Check targets for a loss whose ``targets`` kind is ``classes``, ``binary``
+    or ``values`` (see :class:`bpcore.losses.Loss`).
+
+    Raises
+    ------
+    BackendMismatchError, ShapeError, DTypeError, LabelError, NonFiniteError
+    """
+    xp = _same_backend("targets", t, ref)
+    if t.ndim == 0 or t.shape[0] != batch:
+        raise ShapeError(
+            f"{batch} inputs but targets of shape {tuple(t.shape)}; give one target per row of x"
+        )
+    integral = xp.isdtype(t.dtype, "integral")
+    if kind == "classes" and t.ndim == 1:
+        if not integral:
+            raise LabelError(
+                f"class labels must be integers, got {dtype_name(t.dtype, xp)}; cast them "
+                "with xp.astype(y, xp.int64) (or pass one-hot rows of shape (batch, classes))"
+            )
+        if n_out is not None and batch and (
+            bool(xp.min(t) < 0) or bool(xp.max(t) >= n_out)
+        ):
+            bad = int(xp.min(t)) if bool(xp.min(t) < 0) else int(xp.max(t))
+            raise LabelError(
+                f"label {bad} is out of range: the network has {n_out} outputs, so labels "
+                f"must lie in [0, {n_out - 1}]; fix the labels or give the last layer "
+                "one output per class"
+            )
+        return
+    if integral and kind != "classes":
+        t_name = dtype_name(t.dtype, xp)
+        raise DTypeError(
+            f"targets are {t_name} but this loss needs real-valued targets of the "
+            f"parameters' dtype; cast with xp.astype(y, xp.{dtype_name(ref.dtype, xp)})"
+        )
+    if t.ndim != 2 or (n_out is not None and t.shape[1] != n_out):
+        fix = " (reshape to (batch, 1))" if t.ndim == 1 and n_out == 1 else ""
+        raise ShapeError(
+            f"targets of shape {tuple(t.shape)} do not match the network's output "
+            f"(batch, {n_out}){fix}"
+        )
+    want, got = dtype_name(ref.dtype, xp), dtype_name(t.dtype, xp)
+    if got != want:
+        raise DTypeError(
+            f"targets are {got} but the parameters are {want}; cast with xp.astype(y, xp.{want})"
+        )
+    if finite:
+        _finite("targets", t, xp)
+        if kind == "binary" and batch and (bool(xp.min(t) < 0) or bool(xp.max(t) > 1)):
+            raise LabelError(
+                "binary cross-entropy targets must lie in [0, 1]; rescale them "
+                "or use the mse loss for real-valued targets"
+            )
+
+
+def _same_backend(what: str, a: Any, ref: Array) -> ModuleType:
+    xp = namespace(ref)
+    try:
+        ns = namespace(a)
+    except BackendMismatchError:
+        raise BackendMismatchError(
+            f"{what} is a {type(a).__name__}, not an array of the parameters' backend "
+            f"({backend_name(xp)}); convert it with bpcore.to_backend({what}, "
+            f"'{backend_name(xp)}')"
+        ) from None
+    if ns is not xp:
+        raise BackendMismatchError(
+            f"{what} is a {backend_name(ns)} array but the parameters are on "
+            f"{backend_name(xp)}; move it with bpcore.to_backend({what}, '{backend_name(xp)}')"
+        )
+    if device_of(a) != device_of(ref):
+        raise BackendMismatchError(
+            f"{what} is on device {device_of(a)} but the parameters are on "
+            f"{device_of(ref)}; move it with bpcore.to_backend({what}, "
+            f"'{backend_name(xp)}', device=...)"
+        )
+    return xp
+
+
+def _finite(what: str, a: Array, xp: ModuleType) -> None:
+    ok = xp.isfinite(a)
+    if not bool(xp.all(ok)):
+        bad = int(xp.count_nonzero(~ok))
+        raise NonFiniteError(
+            f"{what} holds {bad} NaN or infinite value{'s' if bad != 1 else ''}; "
+            "remove or impute them before training"
+        )

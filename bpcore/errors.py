@@ -1,0 +1,46 @@
+"""The exceptions bpcore raises at its public boundary.
+
+Every message names the problem and the fix. Each class also derives from the
+built-in exception a caller would expect (``ValueError``, ``TypeError``), so
+``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendMismatchError",
+    "BpcoreError",
+    "DTypeError",
+    "LabelError",
+    "NonFiniteError",
+    "ShapeError",
+]
+
+
+class BpcoreError(Exception):
+    """Base class of every error bpcore raises on purpose."""
+
+
+class ShapeError(BpcoreError, ValueError):
+    """An array has the wrong rank or size for the model."""
+
+
+class DTypeError(BpcoreError, TypeError):
+    """An array has a dtype bpcore does not support, or dtypes are mixed."""
+
+
+class LabelError(BpcoreError, ValueError):
+    """Class labels are not integers or lie outside ``[0, n_classes)``."""
+
+
+class NonFiniteError(BpcoreError, ValueError):
+    """An input holds NaN or infinity."""
+
+
+class BackendError(BpcoreError, ValueError):
+    """A backend name is unknown, or the backend is not installed here."""
+
+
+class BackendMismatchError(BpcoreError, TypeError):
+    """Arrays from two backends, or two devices, meet in one call."""

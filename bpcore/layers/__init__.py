@@ -1,0 +1,103 @@
+"""Layers: the protocol, dense layers, activations, and networks built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import activations as _act
+from .activations import (
+    ACTIVATIONS,
+    activation,
+    gelu,
+    identity,
+    leaky_relu,
+    relu,
+    sigmoid,
+    softmax,
+    tanh,
+)
+from .core import Layer, Params, sequential
+from .dense import dense
+
+__all__ = [
+    "ACTIVATIONS",
+    "Layer",
+    "Params",
+    "activation",
+    "dense",
+    "from_config",
+    "gelu",
+    "identity",
+    "leaky_relu",
+    "mlp",
+    "relu",
+    "sequential",
+    "sigmoid",
+    "softmax",
+    "tanh",
+]
+
+
+def mlp(
+    sizes: Sequence[int],
+    activation: str = "sigmoid",
+    output: str = "identity",
+    *,
+    init: str | None = None,
+) -> Layer:
+    """A multilayer perceptron: dense layers of ``sizes`` with ``activation`` between.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Feature counts, input first: ``[3, 4, 1]`` is the 3-4-1 network,
+        ``[784, 128, 64, 10]`` the classic MNIST one.
+    activation : str
+        Hidden activation (``sigmoid``, ``tanh``, ``relu``, ``leaky_relu``, ``gelu``).
+    output : str
+        Activation after the last dense layer; ``identity`` (logits) by
+        default, which is what the ``*_from_logits`` losses expect.
+    init : str, optional
+        Weight initializer; He uniform for the ReLU family and GELU, Glorot
+        uniform otherwise.
+
+    Examples
+    --------
+    >>> import bpcore as bp
+    >>> net = bp.mlp([3, 4, 1], "sigmoid", "sigmoid")
+    >>> net.n_in, net.n_out
+    (3, 1)
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(
+            f"mlp() needs at least two sizes (inputs and outputs), got {sizes}; e.g. [2, 1]"
+        )
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"mlp() layer sizes must be positive ints, got {sizes}")
+    if init is None:
+        init = "he_uniform" if activation in ("relu", "leaky_relu", "gelu") else "glorot_uniform"
+    layers: list[Layer] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(dense(n_in, n_out, init=init))
+        last = i == len(sizes) - 2
+        name = output if last else activation
+        if not (last and name in ("identity", "linear")):
+            layers.append(_act.activation(name))
+    return sequential(*layers)
+
+
+def from_config(config: dict[str, Any]) -> Layer:
+    """Rebuild a layer (or a whole network) from its ``Layer.config``."""
+    try:
+        name = config["name"]
+        if name == "sequential":
+            return sequential(*(from_config(c) for c in config["layers"]))
+        if name == "dense":
+            return dense(config["n_in"], config["n_out"], init=config.get("init", "glorot_uniform"))
+        kwargs = {k: v for k, v in config.items() if k != "name"}
+        return activation(name, **kwargs)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a bpcore layer config ({exc}): {config!r}") from None

@@ -1,0 +1,111 @@
+"""The dense (affine) layer: ``z = x @ W + b``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import Array, namespace
+from ..init import initializer, zeros
+from .core import Layer, Params
+
+__all__ = ["DenseCache", "dense", "dense_backward", "dense_forward"]
+
+
+class DenseCache(NamedTuple):
+    """What the backward pass of a dense layer needs: its input."""
+
+    x: Array
+
+
+def dense_forward(
+    params: Params, x: Array, *, xp: ModuleType | None = None
+) -> tuple[Array, DenseCache]:
+    """Affine map ``z = x @ W + b``.
+
+    Parameters
+    ----------
+    params : dict
+        ``W`` of shape ``(n_in, n_out)``, ``b`` of shape ``(n_out,)``.
+    x : array, shape (batch, n_in)
+
+    Returns
+    -------
+    z : array, shape (batch, n_out)
+    cache : DenseCache
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z, _ = dense_forward({"W": np.eye(2), "b": np.ones(2)}, np.ones((1, 2)))
+    >>> z.tolist()
+    [[2.0, 2.0]]
+    """
+    return x @ params["W"] + params["b"], DenseCache(x)
+
+
+def dense_backward(
+    params: Params, cache: DenseCache, dz: Array, *,
+    xp: ModuleType | None = None, need_dx: bool = True,
+) -> tuple[Array | None, Params]:
+    """Delta rule for an affine layer.
+
+    ``dW = xᵀ dz``, ``db = Σ_batch dz``, ``dx = dz Wᵀ`` (``None`` when
+    ``need_dx`` is false, as for a network's first layer).
+
+    Parameters
+    ----------
+    dz : array, shape (batch, n_out)
+        Gradient of the loss with respect to this layer's output.
+
+    Returns
+    -------
+    dx : array of shape (batch, n_in), or None
+    grads : dict with ``W`` (n_in, n_out) and ``b`` (n_out,)
+    """
+    xp = namespace(dz, xp=xp)
+    x = cache.x
+    grads = {"W": x.mT @ dz, "b": xp.sum(dz, axis=0)}
+    return (dz @ params["W"].mT if need_dx else None), grads
+
+
+def dense(
+    n_in: int, n_out: int, *, init: str = "glorot_uniform"
+) -> Layer:
+    """A dense (fully connected) layer with ``W: (n_in, n_out)`` and ``b: (n_out,)``.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output feature counts.
+    init : str
+        Weight initializer: ``glorot_uniform`` (default), ``glorot_normal``,
+        ``he_uniform``, ``he_normal`` (see :mod:`bpcore.init`). Biases start at zero.
+
+    Examples
+    --------
+    >>> import bpcore as bp
+    >>> layer = bp.dense(3, 2)
+    >>> params = layer.init(0)
+    >>> tuple(params["W"].shape), tuple(params["b"].shape)
+    ((3, 2), (2,))
+    """
+    for label, n in (("n_in", n_in), ("n_out", n_out)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"dense(): {label} must be a positive int, got {n!r}")
+    w_init = initializer(init)
+
+    def init_params(
+        rng: np.random.Generator, *,
+        xp: ModuleType | None = None, dtype: Any = None, device: Any = None,
+    ) -> Params:
+        W = w_init(rng, (n_in, n_out), xp=xp, dtype=dtype, device=device)
+        return {"W": W, "b": zeros(rng, (n_out,), xp=xp, dtype=dtype, device=device)}
+
+    return Layer(
+        init_params, dense_forward, dense_backward, "dense", n_in, n_out,
+        {"name": "dense", "n_in": n_in, "n_out": n_out,
+         "init": init if isinstance(init, str) else getattr(init, "__name__", "custom")},
+    )
