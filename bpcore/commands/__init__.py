@@ -1,0 +1,1 @@
+"""Subcommands of the ``bpcore`` command line (see :mod:`bpcore.cli`)."""

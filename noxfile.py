@@ -1,0 +1,41 @@
+"""Developer sessions: ``nox`` runs tests and lint; bench and tests_gpu on demand."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.default_venv_backend = "venv"
+
+CPU_BACKENDS = ["torch==2.13.0", "jax[cpu]"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite on every CPU backend (numpy, array_api_strict, torch, jax)."""
+    session.install(*CPU_BACKENDS)
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy on the package."""
+    session.install("ruff", "mypy", "numpy", "array-api-compat")
+    session.run("ruff", "check", "bpcore", "tests", "benchmarks", "examples")
+    session.run("mypy")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (pass e.g. ``-- --quick``)."""
+    session.install(*CPU_BACKENDS)
+    session.install("-e", ".[bench]")
+    session.run("bpcore", "bench", *session.posargs)
+
+
+@nox.session(default=False)
+def tests_gpu(session: nox.Session) -> None:
+    """The suite with CuPy on a CUDA machine (GPU tests must not skip)."""
+    session.install("-e", ".[test,cuda]")
+    session.run("python", "-m", "pytest", "-m", "gpu or not gpu", *session.posargs)
