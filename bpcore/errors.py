@@ -11,7 +11,11 @@ __all__ = [
     "BackendError",
     "BackendMismatchError",
     "BpcoreError",
+    "CheckpointError",
+    "CheckpointExistsError",
+    "CheckpointNotFoundError",
     "DTypeError",
+    "DataError",
     "LabelError",
     "NonFiniteError",
     "ShapeError",
@@ -44,3 +48,19 @@ class BackendError(BpcoreError, ValueError):
 
 class BackendMismatchError(BpcoreError, TypeError):
     """Arrays from two backends, or two devices, meet in one call."""
+
+
+class DataError(BpcoreError, ValueError):
+    """A data set cannot be found or read: a missing, malformed or unknown source."""
+
+
+class CheckpointError(BpcoreError, ValueError):
+    """A checkpoint cannot be written or read: missing, corrupt, or for another model."""
+
+
+class CheckpointExistsError(CheckpointError, FileExistsError):
+    """Saving would overwrite an existing checkpoint and ``overwrite`` was not given."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file to load does not exist."""
