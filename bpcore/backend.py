@@ -359,6 +359,8 @@ def dtype_name(dtype: Any, xp: ModuleType | None = None) -> str:
         for name in ("float32", "float64"):
             if dtype == getattr(xp, name, None):
                 return name
+    if isinstance(dtype, type):  # NumPy/JAX scalar types: np.float16, jnp.int32
+        return dtype.__name__
     text = str(dtype)
     for prefix in ("torch.", "array_api_strict.", "dtype('"):
         text = text.removeprefix(prefix)

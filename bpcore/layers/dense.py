@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import Array, namespace
-from ..init import initializer, zeros
+from ..init import as_generator, initializer, zeros
 from .core import Layer, Params
 
 __all__ = ["DenseCache", "dense", "dense_backward", "dense_forward"]
@@ -98,9 +98,10 @@ def dense(
     w_init = initializer(init)
 
     def init_params(
-        rng: np.random.Generator, *,
+        rng: int | np.random.Generator | None = None, *,
         xp: ModuleType | None = None, dtype: Any = None, device: Any = None,
     ) -> Params:
+        rng = as_generator(rng)  # a seed works too, as in the example above
         W = w_init(rng, (n_in, n_out), xp=xp, dtype=dtype, device=device)
         return {"W": W, "b": zeros(rng, (n_out,), xp=xp, dtype=dtype, device=device)}
 
