@@ -53,11 +53,16 @@ def _same_shape(name: str, y: Array, t: Array) -> None:
         )
 
 
+def _array(xp: ModuleType, value: Any) -> Array:
+    """A 0-D array: NumPy reductions return a scalar (``np.float64``), not an array."""
+    return xp.asarray(value)
+
+
 def _half_sse(y: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Array]:
     xp = namespace(y, xp=xp)
     _same_shape("half_sse", y, t)
     d = y - t
-    return 0.5 * xp.sum(d * d), d
+    return _array(xp, 0.5 * xp.sum(d * d)), d
 
 
 def _mse(y: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Array]:
@@ -65,7 +70,7 @@ def _mse(y: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Ar
     _same_shape("mse", y, t)
     d = y - t
     n = math.prod(y.shape)
-    return xp.sum(d * d) / n, d * (2.0 / n)
+    return _array(xp, xp.sum(d * d) / n), d * (2.0 / n)
 
 
 def one_hot(labels: Array, n_classes: int, dtype: Any, *, xp: ModuleType | None = None) -> Array:
@@ -96,7 +101,7 @@ def _softmax_ce(z: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Ar
     # d/dz of -Σ t log softmax(z) = softmax(z) Σt - t (= p - t for one-hot rows).
     p = e / total
     grad = (p * xp.sum(t, axis=1, keepdims=True) - t) / batch
-    return value, grad
+    return _array(xp, value), grad
 
 
 def _bce(z: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Array]:
@@ -108,7 +113,7 @@ def _bce(z: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Ar
     value = xp.sum(xp.where(z > 0, z, 0.0) - z * t + xp.log1p(e)) / n
     r = 1.0 / (1.0 + e)
     sig = xp.where(z >= 0, r, e * r)
-    return value, (sig - t) / n
+    return _array(xp, value), (sig - t) / n
 
 
 #: ½ Σ (t − y)², the classic backprop error; ``dy = y − t``.
