@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -220,9 +221,8 @@ def _load_file(path: Path) -> Dataset:
 
 def _npz(path: Path, name: str) -> Dataset:
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):  # pragma: no cover - np.load of .npy
-                raise DataError(f"{path}: not a .npz archive")
+        # our own handle: np.load leaks its file when the archive is corrupt
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as z:
             keys = set(z.files)
             if {"x_train", "y_train"} <= keys:
                 X, y = z["x_train"], z["y_train"]
@@ -293,10 +293,12 @@ def _csv(path: Path) -> Dataset:
     delimiter = _delimiter(first)
     header = not _numeric_row(_fields(first.rstrip("\r\n"), delimiter))
     try:  # the fast C parser; on any problem, re-parse in Python for a precise message
-        values = np.loadtxt(
-            path, delimiter=delimiter, skiprows=skip if header else 0, ndmin=2,
-            dtype=np.float64, comments=None, encoding="utf-8-sig",
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
+            values = np.loadtxt(
+                path, delimiter=delimiter, skiprows=skip if header else 0, ndmin=2,
+                dtype=np.float64, comments=None, encoding="utf-8-sig",
+            )
     except (ValueError, UnicodeDecodeError):
         values = _csv_slow(path, delimiter, skip if header else 0)
     if values.shape[0] == 0:
