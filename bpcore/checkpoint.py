@@ -431,28 +431,38 @@ def _read(p: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         "use an earlier checkpoint or retrain"
     )
     try:
-        z = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{p}: {corrupt} ({exc})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{p}: holds a single .npy array, not a bpcore checkpoint (.npz)")
-    with z:
+        # our own handle: np.load leaks its file when the archive is corrupt
+        f = p.open("rb")
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot open the file ({exc})") from None
+    with f:
         try:
-            files = set(z.files)
-            if HEADER_KEY not in files:
+            z = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(f"{p}: {corrupt} ({exc})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise CheckpointError(
+                f"{p}: holds a single .npy array, not a bpcore checkpoint (.npz)"
+            )
+        with z:
+            try:
+                files = set(z.files)
+                if HEADER_KEY not in files:
+                    raise CheckpointError(
+                        f"{p}: has no {HEADER_KEY} entry, so it is not a bpcore checkpoint "
+                        "(an .npz written by something else?)"
+                    )
+                header = _parse_header(z[HEADER_KEY], p)
+                host = {
+                    root: _decode(header["structure"][root], z, files, p)
+                    for root in ("params", "opt_state")
+                }
+            except CheckpointError:
+                raise
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as exc:
                 raise CheckpointError(
-                    f"{p}: has no {HEADER_KEY} entry, so it is not a bpcore checkpoint "
-                    "(an .npz written by something else?)"
-                )
-            header = _parse_header(z[HEADER_KEY], p)
-            host = {
-                root: _decode(header["structure"][root], z, files, p)
-                for root in ("params", "opt_state")
-            }
-        except CheckpointError:
-            raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{p}: {corrupt} ({exc.__class__.__name__}: {exc})") from None
+                    f"{p}: {corrupt} ({exc.__class__.__name__}: {exc})"
+                ) from None
     return header, host
 
 
