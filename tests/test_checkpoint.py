@@ -192,7 +192,7 @@ def test_save_returns_path_and_creates_directories(tmp_path: Path) -> None:
 
 
 def test_overwrite_refused_unless_asked(saved: tuple[Path, bp.Layer, Any]) -> None:
-    path, net, params = saved
+    path = saved[0]
     before = path.read_bytes()
     new_net, new_opt, new_params, new_state = trained("sgd")
     with pytest.raises(CheckpointExistsError, match="overwrite") as info:
@@ -208,7 +208,7 @@ def test_overwrite_refused_unless_asked(saved: tuple[Path, bp.Layer, Any]) -> No
 def test_crash_at_rename_keeps_old_checkpoint(
     saved: tuple[Path, bp.Layer, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, net, params = saved
+    path, _, params = saved
 
     def crash(*args: Any) -> None:
         raise RuntimeError("simulated crash before the rename")
@@ -227,7 +227,7 @@ def test_crash_at_rename_keeps_old_checkpoint(
 def test_crash_mid_write_keeps_old_checkpoint(
     saved: tuple[Path, bp.Layer, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, net, params = saved
+    path = saved[0]
 
     def half_written(file: Any, *args: Any, **kwargs: Any) -> None:
         file.write(b"PK\x03\x04 half a zip")
@@ -354,7 +354,7 @@ def test_corrupted_array_bytes(saved: tuple[Path, bp.Layer, Any]) -> None:
 def test_single_npy_file(tmp_path: Path) -> None:
     path = tmp_path / "a.npy"
     np.save(path, np.ones(3))
-    with pytest.raises(CheckpointError, match="single .npy array"):
+    with pytest.raises(CheckpointError, match=r"single \.npy array"):
         load_checkpoint(path)
 
 
@@ -413,7 +413,8 @@ def test_shapes_that_do_not_fit_the_architecture(saved: tuple[Path, bp.Layer, An
             arrays[f"{root}/2/W"] = np.ones((4, 3), np.float32)
         header["structure"]["params"]["items"][2]["items"]["W"]["shape"] = [4, 3]
         for f in ("m", "v"):
-            header["structure"]["opt_state"]["fields"][f]["items"][2]["items"]["W"]["shape"] = [4, 3]
+            fields = header["structure"]["opt_state"]["fields"]
+            fields[f]["items"][2]["items"]["W"]["shape"] = [4, 3]
 
     rewrite(path, edit)
     with pytest.raises(CheckpointError, match=r"layer 2 \(dense 4->2\): W has shape \(4, 3\)"):
@@ -452,7 +453,7 @@ def test_model_config_mismatch(
 
 
 def test_initializer_name_is_not_architecture(saved: tuple[Path, bp.Layer, Any]) -> None:
-    path, net, params = saved
+    path, _, params = saved
     other = bp.mlp([3, 4, 2], "tanh", init="he_normal")
     ck = load_checkpoint(path, backend="numpy", model_config=other.config)
     assert_trees_equal(ck.params, params)
@@ -473,7 +474,7 @@ def test_save_refuses_bad_input(tmp_path: Path) -> None:
     half = tree_map(lambda a: a.astype(np.float16), params)
     with pytest.raises(CheckpointError, match="float16"):
         save(tmp_path / "a.npz", net, opt, half, None)
-    with pytest.raises(CheckpointError, match="cannot save a builtins.object"):
+    with pytest.raises(CheckpointError, match=r"cannot save a builtins\.object"):
         save(tmp_path / "a.npz", net, opt, params, object())
     with pytest.raises(CheckpointError, match="keys must be"):
         save(tmp_path / "a.npz", net, opt, ({"a/b": params[0]["W"]},), None)
