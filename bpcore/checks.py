@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .backend import Array, SUPPORTED_DTYPES, backend_name, device_of, dtype_name, namespace
+from .backend import SUPPORTED_DTYPES, Array, backend_name, device_of, dtype_name, namespace
 from .errors import (
     BackendMismatchError,
     DTypeError,

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bpcore`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = [COMMANDS[0], *argv]
     args = parser.parse_args(argv)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 from . import activations as _act
@@ -80,7 +81,7 @@ def mlp(
     if init is None:
         init = "he_uniform" if activation in ("relu", "leaky_relu", "gelu") else "glorot_uniform"
     layers: list[Layer] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(pairwise(sizes)):
         layers.append(dense(n_in, n_out, init=init))
         last = i == len(sizes) - 2
         name = output if last else activation
