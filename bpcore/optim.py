@@ -145,7 +145,12 @@ def _adam(
     name: str, lr: float, betas: tuple[float, float], eps: float,
     weight_decay: float, decoupled: bool,
 ) -> Optimizer:
-    b1, b2 = (float(b) for b in betas)
+    try:
+        b1, b2 = (float(b) for b in betas)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name}: betas must be two numbers in [0, 1), e.g. (0.9, 0.999), got {betas!r}"
+        ) from None
     _check_hyper(name, lr=lr, eps=eps, weight_decay=weight_decay)
     if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
         raise ValueError(f"{name}: betas must lie in [0, 1), got {betas!r}")

@@ -212,6 +212,10 @@ def test_update_keeps_backend_and_dtype(xp: ModuleType, name: str, dtype: str) -
         (lambda: bp.adam(betas=(-0.1, 0.999)), r"betas must lie in \[0, 1\)"),
         (lambda: bp.adamw(lr=-0.01), r"adamw: lr .*-0\.01"),
         (lambda: bp.adamw(betas=(0.9, 1.0)), r"adamw: betas must lie in \[0, 1\)"),
+        (lambda: bp.adam(betas=(0.9,)), r"adam: betas must be two numbers in \[0, 1\)"),
+        (lambda: bp.adamw(betas=(0.9, 0.99, 0.5)), r"adamw: betas must be two numbers"),
+        (lambda: bp.adam(betas=0.9), r"betas must be two numbers .*got 0\.9"),  # type: ignore[arg-type]
+        (lambda: bp.adam(betas=(float("nan"), 0.9)), r"betas must lie in \[0, 1\)"),
         (lambda: bp.get_optimizer("rmsprop"), r"unknown optimizer 'rmsprop'; choose one of sgd"),
     ],
 )
