@@ -91,7 +91,7 @@ def namespace(*arrays: Array, xp: ModuleType | None = None) -> ModuleType:
     found: ModuleType | None = None
     first: type | None = None
     for a in arrays:
-        if a is None or isinstance(a, (int, float, bool)):
+        if a is None or type(a) in (int, float, bool, complex):
             continue
         ns = _NAMESPACES.get(type(a)) or _resolve(a)
         if found is None:
@@ -388,8 +388,8 @@ def to_numpy(x: Array) -> Any:
     """Copy (or view) one array of any backend as a NumPy array on the host."""
     import numpy as np
 
-    if isinstance(x, np.ndarray):
-        return x
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_torch_array(x):
