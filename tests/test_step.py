@@ -7,7 +7,8 @@ few steps the two must agree to rounding on every backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -53,6 +54,24 @@ MORE_CASES = [
     Case((64, 32, 10), "relu", "sigmoid", "half_sse", "adam", "values"),
 ]
 NO_COMPILE_BACKENDS = ["numpy", "array_api_strict", "torch"]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded in these tests: for their tiny products its
+    OpenMP pool only adds barrier waits, ~25 ms a matmul when the 2-core test
+    machine is busy (measured), where one thread takes microseconds."""
+    if importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _case_id(c: Case) -> str:
