@@ -247,6 +247,10 @@ def _load(name: str, device: Any = None) -> Backend:
         xp = importlib.import_module("array_api_compat.torch")
     elif name == "jax":
         xp = importlib.import_module("jax.numpy")
+        if device is None:
+            # Commit new arrays to the default device: uncommitted arrays become
+            # committed after one step, and JAX would compile every op twice.
+            device = importlib.import_module("jax").devices()[0]
     else:
         xp = importlib.import_module("array_api_strict")
     return Backend(name, xp, _resolve_device(name, device))
