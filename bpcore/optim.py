@@ -1,19 +1,24 @@
 """Optimizers as ``(init, update)`` pairs over parameter trees.
 
 ``state = opt.init(params)``; ``params, state = opt.update(grads, state, params)``.
-Updates are functional: new arrays are returned and nothing passed in is
-written to. The formulas follow ``torch.optim`` exactly, so results agree
-with PyTorch to rounding.
+Updates are functional by default: new arrays are returned and nothing passed
+in is written to. ``update(..., inplace=True)`` instead writes the new values
+into the ``params`` and state arrays themselves (what the hand-written NumPy
+loop ``W -= lr * dW`` does), on backends whose arrays are mutable; on JAX it
+stays functional. The formulas follow ``torch.optim`` exactly, so results
+agree with PyTorch to rounding.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple
 
 from .backend import Array, namespace
+from .fast import fast_module, is_mutable
 
 __all__ = [
     "AdamState",
@@ -25,17 +30,78 @@ __all__ = [
     "get_optimizer",
     "momentum",
     "sgd",
+    "spec",
 ]
 
 
 class Optimizer(NamedTuple):
     """An optimizer: ``init(params) -> state`` and
-    ``update(grads, state, params, *, xp=None) -> (params, state)``."""
+    ``update(grads, state, params, *, xp=None, inplace=False) -> (params, state)``.
+
+    ``inplace=True`` overwrites the ``params`` and state arrays (mutable
+    backends only; JAX stays functional) and returns them; ``grads`` is
+    never written to.
+    """
 
     init: Callable[..., Any]
     update: Callable[..., tuple[Any, Any]]
     name: str
     config: dict[str, Any]
+
+
+#: The hyper-parameters of every optimizer bpcore builds, keyed by its ``update``
+#: function: ``("sgd", lr, momentum, nesterov, weight_decay)`` or
+#: ``("adam", lr, b1, b2, eps, weight_decay, decoupled)``. A backend fast path
+#: (:mod:`bpcore.fast`) reads it through :func:`spec` to run the same arithmetic.
+_SPECS: weakref.WeakKeyDictionary[Callable[..., Any], tuple[Any, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def spec(optimizer: Optimizer) -> tuple[Any, ...] | None:
+    """The exact update rule of an optimizer built by bpcore (``None`` for others).
+
+    ``("sgd", lr, momentum, nesterov, weight_decay)`` or
+    ``("adam", lr, beta1, beta2, eps, weight_decay, decoupled)``.
+    """
+    return _SPECS.get(optimizer.update)
+
+
+def _inplace_ok(inplace: bool, xp: ModuleType | None, tree: Any) -> ModuleType | None:
+    """The namespace to update in place with, or ``None`` to update functionally
+    (not asked for, or arrays that cannot be written to, as JAX's)."""
+    if not inplace:
+        return None
+    ref = _first_leaf(tree)
+    if ref is None:
+        return None
+    ns = namespace(ref, xp=xp)
+    return ns if is_mutable(ns) else None
+
+
+def _first_leaf(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        tree = list(tree.values())
+    if isinstance(tree, (list, tuple)):
+        for item in tree:
+            found = _first_leaf(item)
+            if found is not None:
+                return found
+        return None
+    return tree
+
+
+def _each_leaf(fn: Callable[..., None], *trees: Any) -> None:
+    """Call ``fn`` on matching leaves of trees of one structure."""
+    first = trees[0]
+    if isinstance(first, dict):
+        for k in first:
+            _each_leaf(fn, *(t[k] for t in trees))
+    elif isinstance(first, (list, tuple)):
+        for parts in zip(*trees):
+            _each_leaf(fn, *parts)
+    else:
+        fn(*trees)
 
 
 class SGDState(NamedTuple):
@@ -121,9 +187,30 @@ def sgd(
         step = g + mu * v if nesterov else v
         return p - lr * step, v
 
+    def in_place(g: Array, p: Array, v: Array | None = None) -> None:
+        # p and v are overwritten; g is only read (it may be the caller's).
+        if wd:
+            g = g + wd * p
+        if v is None:
+            p -= lr * g
+            return
+        v *= mu
+        v += g
+        p -= lr * (g + mu * v if nesterov else v)
+
     def update(
-        grads: Any, state: SGDState, params: Any, *, xp: ModuleType | None = None
+        grads: Any, state: SGDState, params: Any, *,
+        xp: ModuleType | None = None, inplace: bool = False,
     ) -> tuple[Any, SGDState]:
+        ns = _inplace_ok(inplace, xp, params)
+        if ns is not None:
+            fast = fast_module(ns)
+            leaf = in_place if fast is None else fast.sgd_leaf(lr, mu, nesterov, wd, own_grad=False)
+            if mu:
+                _each_leaf(leaf, grads, params, state.velocity)
+            else:
+                _each_leaf(leaf, grads, params)
+            return params, state
         if not mu:
             (new,) = _map_n(plain, 1, grads, params)
             return new, state
@@ -131,6 +218,7 @@ def sgd(
         return new, SGDState(vel)
 
     name = "sgd" if not mu else ("nesterov" if nesterov else "momentum")
+    _SPECS[update] = ("sgd", lr, mu, nesterov, wd)
     return Optimizer(init, update, name, {
         "name": "sgd", "lr": lr, "momentum": mu, "nesterov": nesterov, "weight_decay": wd,
     })
@@ -160,12 +248,34 @@ def _adam(
         return AdamState(0, _zeros_like(params), _zeros_like(params))
 
     def update(
-        grads: Any, state: AdamState, params: Any, *, xp: ModuleType | None = None
+        grads: Any, state: AdamState, params: Any, *,
+        xp: ModuleType | None = None, inplace: bool = False,
     ) -> tuple[Any, AdamState]:
         t = state.count + 1
         step_size = lr / (1.0 - b1**t)
         root_bc2 = (1.0 - b2**t) ** 0.5
         xp_ = xp
+        ns = _inplace_ok(inplace, xp, params)
+        if ns is not None:
+            fast = fast_module(ns)
+
+            def in_place(g: Array, p: Array, m: Array, v: Array) -> None:
+                # p, m and v are overwritten; g is only read (it may be the caller's).
+                if wd and decoupled:
+                    p *= 1.0 - lr * wd
+                elif wd:
+                    g = g + wd * p
+                m *= b1
+                m += (1.0 - b1) * g
+                v *= b2
+                v += (1.0 - b2) * (g * g)
+                p -= step_size * (m / (ns.sqrt(v) / root_bc2 + eps))
+
+            apply = in_place if fast is None else fast.adam_leaf(
+                lr, b1, b2, eps, wd, decoupled, t, own_grad=False
+            )
+            _each_leaf(apply, grads, params, state.m, state.v)
+            return params, AdamState(t, state.m, state.v)
 
         def leaf(g: Array, p: Array, m: Array, v: Array) -> tuple[Array, Array, Array]:
             ns = namespace(p, xp=xp_)
@@ -180,6 +290,7 @@ def _adam(
         new, m, v = _map_n(leaf, 3, grads, params, state.m, state.v)
         return new, AdamState(t, m, v)
 
+    _SPECS[update] = ("adam", lr, b1, b2, eps, wd, decoupled)
     return Optimizer(init, update, name, {
         "name": name, "lr": lr, "betas": [b1, b2], "eps": eps, "weight_decay": wd,
     })

@@ -6,6 +6,11 @@ cannot change between calls (the layer functions, the loss, the optimizer's
 hyper-parameters) is resolved when the step is built; a call does the
 arithmetic, one namespace look-up (a dict access) and, unless turned off, the
 checks of the batch it was given.
+
+On a backend with a fast path (NumPy: :mod:`bpcore.fast.numpy`) the step runs
+fused kernels that compute the same thing to rounding while writing into the
+intermediates it owns; ``inplace=True`` also updates the parameters and
+optimizer state in place, as a hand-written NumPy loop does.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from .backend import Array, namespace
 from .checks import check_features, check_params, check_targets
+from .fast import fused_step
 from .layers.core import Layer
 from .losses import Loss, get_loss
 from .optim import Optimizer
@@ -25,7 +31,8 @@ Step = Callable[[Any, Any, Array, Array], tuple[Any, Any, Array]]
 
 
 def train_step(
-    model: Layer, loss: Loss | str, optimizer: Optimizer, *, validate: bool = True
+    model: Layer, loss: Loss | str, optimizer: Optimizer, *,
+    validate: bool = True, inplace: bool = False, fast: bool = True,
 ) -> Step:
     """Build the function that trains ``model`` on one batch.
 
@@ -42,13 +49,27 @@ def train_step(
         and raise a clear error. A loop that has validated its whole data set
         once (as ``Model.fit`` does) passes ``False`` to skip the per-batch
         reductions.
+    inplace : bool
+        Write the new parameters and optimizer state into the arrays passed
+        in (``W -= lr * dW``) instead of returning new ones: faster, no
+        allocation for the update, but the caller's ``params`` and ``state``
+        arrays change. The returned ``params``/``state`` are then the same
+        arrays (use them as usual). Needs mutable arrays (NumPy, CuPy,
+        PyTorch, array-api-strict); on JAX the update stays functional. The
+        parameters must not share arrays with one another.
+    fast : bool
+        Use the backend's fused fast path where there is one (NumPy, for
+        networks of dense layers and sigmoid/tanh/relu/identity with bpcore's
+        losses); ``False`` runs the portable kernels. The results agree to
+        rounding.
 
     Returns
     -------
     step : callable
         ``step(params, state, x, t) -> (params, state, loss_value)`` with
         ``x`` of shape ``(batch, n_in)``; ``loss_value`` is a 0-D array of the
-        parameters' backend. Nothing passed in is modified.
+        parameters' backend. Unless ``inplace=True``, nothing passed in is
+        modified. The step keeps no state between calls.
 
     Examples
     --------
@@ -66,15 +87,25 @@ def train_step(
     forward, backward = model.forward, model.backward
     loss_fn, update = loss.fn, optimizer.update
     n_in, n_out, kind = model.n_in, model.n_out, loss.targets
+    update_kwargs = {"inplace": True} if inplace else {}
+    # The fused step for each namespace met so far (None: no fast path there).
+    fused: dict[Any, Step | None] = {}
 
     def step(params: Any, state: Any, x: Array, t: Array) -> tuple[Any, Any, Array]:
         if validate:
             _check_batch(params, x, t, n_in, n_out, kind)
         xp = namespace(x)
+        if fast:
+            try:
+                run = fused[xp]
+            except KeyError:
+                run = fused[xp] = fused_step(xp, model, loss, optimizer, inplace=inplace)
+            if run is not None:
+                return run(params, state, x, t)
         y, cache = forward(params, x, xp=xp)
         value, dy = loss_fn(y, t, xp=xp)
         _, grads = backward(params, cache, dy, xp=xp, need_dx=False)
-        params, state = update(grads, state, params, xp=xp)
+        params, state = update(grads, state, params, xp=xp, **update_kwargs)
         return params, state, value
 
     return step

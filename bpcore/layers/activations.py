@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import Array, namespace
-from .core import Layer, Params
+from .core import _ANATOMY, Layer, Params
 
 __all__ = [
     "ACTIVATIONS",
@@ -183,6 +183,7 @@ def _layer(
     ) -> tuple[Array, Params]:
         return bwd(cache, dy, xp=xp), {}
 
+    _ANATOMY[forward] = ("activation", fwd, bwd, backward)
     return Layer(_no_params, forward, backward, name, None, None, config or {"name": name})
 
 

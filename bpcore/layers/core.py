@@ -12,6 +12,7 @@ the first layer of a network skip the one product whose result nobody reads.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -21,7 +22,7 @@ import numpy as np
 from ..backend import Array
 from ..init import as_generator
 
-__all__ = ["Layer", "Params", "sequential"]
+__all__ = ["Layer", "Params", "anatomy", "sequential"]
 
 #: A layer's parameters (or gradients): ``{"W": ..., "b": ...}``; a sequential
 #: network's are a tuple with one such dict per layer.
@@ -43,6 +44,32 @@ class Layer(NamedTuple):
     n_in: int | None = None
     n_out: int | None = None
     config: Any = None
+
+
+#: What the layers bpcore builds are made of, keyed by their ``forward``
+#: function: ``("sequential", layers)`` or ``("activation", fwd, bwd, backward)``.
+#: Backend fast paths (:mod:`bpcore.fast`) read it through :func:`anatomy` to
+#: recognise a network they can run fused; a hand-made Layer is not in it.
+_ANATOMY: weakref.WeakKeyDictionary[Callable[..., Any], tuple[Any, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def anatomy(layer: Layer) -> tuple[Any, ...] | None:
+    """What a layer built by bpcore is made of (``None`` for any other layer).
+
+    ``("sequential", layers)`` for :func:`sequential`, ``("activation", fwd,
+    bwd)`` for an activation layer with kernels ``fwd``/``bwd``. Used by
+    :mod:`bpcore.fast` to decide whether a network has a fused fast path.
+    """
+    entry = _ANATOMY.get(layer.forward)
+    if entry is None:
+        return None
+    if entry[0] == "activation":
+        _, fwd, bwd, backward = entry
+        return ("activation", fwd, bwd) if layer.backward is backward else None
+    _, parts, backward = entry
+    return ("sequential", parts) if layer.backward is backward else None
 
 
 def sequential(*layers: Layer) -> Layer:
@@ -109,6 +136,7 @@ def sequential(*layers: Layer) -> Layer:
             dy, grads[j] = b(params[j], cache[j], dy, xp=xp, need_dx=need_dx or j > 0)
         return dy, tuple(grads)
 
+    _ANATOMY[forward] = ("sequential", layers, backward)
     return Layer(
         init, forward, backward, "sequential", n_in, width,
         {"name": "sequential", "layers": [lay.config for lay in layers]},
