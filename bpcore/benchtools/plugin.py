@@ -1,0 +1,211 @@
+"""The pytest plugin of bpcore's benchmark suite (on top of pytest-benchmark).
+
+Load it with ``-p bpcore.benchtools.plugin`` (``bpcore bench`` does) or from
+a ``conftest.py`` (the repository's ``benchmarks/conftest.py`` does). It adds
+the ``--bp-*`` options that choose what runs, parametrizes the suite's test
+over (workload, dtype, device, row, size) with one pytest-benchmark
+``group`` per workload, dtype and device kind, so ``--benchmark-group-by
+group,param:size`` (the default it sets) puts every backend and peer for one
+workload and size in one table. It records the rows that were skipped, with
+their reasons, and the machine (CPU, load, versions, BLAS) in the JSON.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from typing import Any
+
+import pytest
+
+from .rows import BACKEND_ROWS, FLOOR_OF, PEER_ROWS, ROWS
+from .workloads import BATCH_SIZES, DTYPES, WORKLOADS
+
+__all__ = [
+    "parse_list",
+    "pytest_addoption",
+    "pytest_benchmark_update_json",
+    "pytest_benchmark_update_machine_info",
+    "pytest_configure",
+    "pytest_generate_tests",
+    "pytest_runtest_makereport",
+    "pytest_sessionfinish",
+]
+
+DEVICES = ("cpu", "gpu")
+
+
+def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    """Split a comma-separated option, refusing names not in ``allowed``."""
+    items = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not items:
+        raise ValueError(f"{what}: give at least one of {', '.join(allowed)}")
+    for item in items:
+        if item not in allowed:
+            raise ValueError(f"{what}: unknown {item!r}; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+def parse_sizes(text: str) -> list[int]:
+    """Batch sizes from ``"16,64"``; each must be a positive integer."""
+    sizes = []
+    for s in str(text).split(","):
+        s = s.strip()
+        if not s:
+            continue
+        if not s.isdigit() or int(s) < 1:
+            raise ValueError(
+                f"--sizes: {s!r} is not a positive integer batch size, e.g. --sizes 16,256"
+            )
+        sizes.append(int(s))
+    if not sizes:
+        raise ValueError("--sizes: give at least one batch size, e.g. --sizes 16,256")
+    return sorted(set(sizes))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bpcore", "bpcore benchmark suite")
+    group.addoption("--bp-workloads", default=",".join(WORKLOADS),
+                    help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    group.addoption("--bp-sizes", default=",".join(map(str, BATCH_SIZES)),
+                    help="comma-separated batch sizes")
+    group.addoption("--bp-dtypes", default=",".join(DTYPES), help="float32,float64")
+    group.addoption("--bp-devices", default=",".join(DEVICES), help="cpu,gpu")
+    group.addoption("--bp-backends", default=",".join(BACKEND_ROWS),
+                    help="bpcore backends: " + ", ".join(BACKEND_ROWS))
+    group.addoption("--bp-peers", default=",".join(PEER_ROWS),
+                    help="peers: " + ", ".join(PEER_ROWS) + " (or 'none')")
+    group.addoption("--bp-warmup", type=float, default=0.2,
+                    help="seconds of warm-up run right before each row is timed")
+    group.addoption("--bp-report", default=None,
+                    help="write the skipped rows and the environment to this JSON file")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # One table per workload, dtype, device and batch size (before pytest-benchmark reads it).
+    if getattr(config.option, "benchmark_group_by", None) == "group":
+        config.option.benchmark_group_by = "group,param:size"
+    # float64 rows on JAX need 64-bit mode, set before any JAX array exists.
+    if "float64" in str(config.getoption("--bp-dtypes")) and importlib.util.find_spec("jax"):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    config._bp_floors = {}  # type: ignore[attr-defined]
+    config._bp_skipped = []  # type: ignore[attr-defined]
+
+
+def _selection(config: pytest.Config) -> dict[str, Any]:
+    peers_text = str(config.getoption("--bp-peers"))
+    peers = [] if peers_text.strip() == "none" else parse_list(peers_text, PEER_ROWS, "--peers")
+    return {
+        "workloads": parse_list(
+            config.getoption("--bp-workloads"), tuple(WORKLOADS), "--workloads"
+        ),
+        "sizes": parse_sizes(config.getoption("--bp-sizes")),
+        "dtypes": parse_list(config.getoption("--bp-dtypes"), DTYPES, "--dtype"),
+        "devices": parse_list(config.getoption("--bp-devices"), DEVICES, "--device"),
+        "backends": parse_list(config.getoption("--bp-backends"), BACKEND_ROWS, "--backends"),
+        "peers": peers,
+    }
+
+
+def cases(selection: dict[str, Any]) -> list[tuple[str, str, str, str, int]]:
+    """``(workload, dtype, device, row, size)`` in run order: per table, the
+    GEMM floors first (the others' floor fraction needs them), then the rows."""
+    wanted = set(selection["backends"]) | set(selection["peers"])
+    rows = [r for r in ROWS.values() if r.select in wanted]
+    rows.sort(key=lambda r: r.kind != "floor")
+    out = []
+    for workload in selection["workloads"]:
+        for dtype in selection["dtypes"]:
+            for device in selection["devices"]:
+                if device == "gpu" and dtype == "float64":
+                    continue  # float64 is measured on the CPU only
+                for size in selection["sizes"]:
+                    for row in rows:
+                        if device in row.devices:
+                            out.append((workload, dtype, device, row.name, size))
+    return out
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = ("workload", "dtype", "device", "row", "size")
+    if not all(n in metafunc.fixturenames for n in names):
+        return
+    try:
+        selected = cases(_selection(metafunc.config))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    metafunc.parametrize(
+        ",".join(names), selected,
+        ids=[f"{w}-{d}-{dev}-{r}-{s}" for w, d, dev, r, s in selected],
+    )
+
+
+def record_floor(config: pytest.Config, key: tuple[Any, ...], seconds: float) -> None:
+    """Remember a GEMM floor's time for the rows of its table."""
+    config._bp_floors[key] = seconds  # type: ignore[attr-defined]
+
+
+def floor_time(config: pytest.Config, workload: str, dtype: str, device: str, size: int,
+               library: str) -> tuple[str | None, float | None]:
+    """The floor a row on ``library`` is compared with, and its time (if measured)."""
+    floors: dict[tuple[Any, ...], float] = config._bp_floors  # type: ignore[attr-defined]
+    name = FLOOR_OF.get(library)
+    if device == "gpu" and library in ("numpy", "jax", "array_api_strict"):
+        name = "gemm-floor-torch" if (workload, dtype, device, size, "gemm-floor-torch") in floors \
+            else "gemm-floor-cupy"
+    if name is None:
+        return None, None
+    seconds = floors.get((workload, dtype, device, size, name))
+    if seconds is None and device == "cpu":  # the numpy floor stands in for a missing one
+        name = "gemm-floor-numpy"
+        seconds = floors.get((workload, dtype, device, size, name))
+    return name, seconds
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    if report.skipped and callspec is not None and "row" in callspec.params:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        entry = {k: callspec.params[k] for k in ("workload", "dtype", "device", "row", "size")}
+        entry["reason"] = reason
+        item.config._bp_skipped.append(entry)  # type: ignore[attr-defined]
+
+
+def _report(config: pytest.Config) -> dict[str, Any]:
+    from .environment import environment
+
+    return {
+        "skipped": list(config._bp_skipped),  # type: ignore[attr-defined]
+        "environment": environment(),
+        "statistic": "min",
+    }
+
+
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
+    from .environment import environment
+
+    machine_info["bpcore_environment"] = environment()
+
+
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]
+) -> None:
+    output_json["bpcore"] = _report(config)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--bp-report", None)
+    if path and hasattr(session.config, "_bp_skipped"):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(_report(session.config), f, indent=1)

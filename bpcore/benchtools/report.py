@@ -1,0 +1,224 @@
+"""Tables, markdown and plots from pytest-benchmark's JSON of the suite.
+
+Every number is computed from one run's JSON: a row's ratio to the
+hand-written NumPy step and to PyTorch eager compares times measured in that
+same run, in the same table (same workload, dtype, device and batch size).
+Times are the minimum over rounds, the least disturbed estimate on a shared
+machine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Entry", "entries", "format_skipped", "format_table", "load", "markdown", "plot", "tables",
+]
+
+HANDWRITTEN = "numpy-handwritten"
+TORCH_EAGER = "torch-eager"
+
+
+class Entry(dict[str, Any]):
+    """One benchmarked row: ``row``, ``workload``, ``dtype``, ``device``, ``batch``,
+    ``seconds`` and the ``extra_info`` fields."""
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a pytest-benchmark JSON file."""
+    with open(path, encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def entries(data: dict[str, Any]) -> list[Entry]:
+    """The benchmarked rows of a pytest-benchmark JSON document."""
+    out = []
+    for bench in data.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        params = bench.get("params", {})
+        if "row" not in info and "row" not in params:
+            continue
+        e = Entry(info)
+        e.update({k: params.get(k, info.get(k)) for k in ("workload", "dtype", "device", "row")})
+        e["batch"] = int(params.get("size", info.get("batch", 0)))
+        e["seconds"] = float(bench["stats"]["min"])
+        e["median_seconds"] = float(bench["stats"]["median"])
+        e["rounds"] = int(bench["stats"]["rounds"])
+        out.append(e)
+    return out
+
+
+def tables(data: dict[str, Any]) -> dict[tuple[str, str, str, int], list[Entry]]:
+    """Rows grouped per (workload, dtype, device, batch), fastest first, each with
+    ``vs_handwritten`` and ``vs_torch_eager`` time ratios (< 1 is faster)."""
+    groups: dict[tuple[str, str, str, int], list[Entry]] = defaultdict(list)
+    for e in entries(data):
+        groups[(e["workload"], e["dtype"], e["device"], e["batch"])].append(e)
+    order = {"seed": 0, "wide": 1, "deep": 2}
+    result = {}
+    for key in sorted(groups, key=lambda k: (order.get(k[0], 9), k[0], k[1], k[2], k[3])):
+        rows = sorted(groups[key], key=lambda e: e["seconds"])
+        ref = {e["row"]: e["seconds"] for e in rows}
+        for e in rows:
+            for name, field in ((HANDWRITTEN, "vs_handwritten"), (TORCH_EAGER, "vs_torch_eager")):
+                e[field] = e["seconds"] / ref[name] if name in ref else None
+        result[key] = rows
+    return result
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def _fmt_fraction(x: Any) -> str:
+    return "-" if x is None else f"{100 * float(x):.0f}%"
+
+
+def _cells(e: Entry) -> list[str]:
+    return [
+        e["row"],
+        f"{e['seconds'] * 1e3:.3f}",
+        _fmt_rate(e["batch"] / e["seconds"]),
+        f"{e.get('gflop_s', 0.0):.1f}",
+        _fmt_ratio(e.get("vs_handwritten")),
+        _fmt_ratio(e.get("vs_torch_eager")),
+        _fmt_fraction(e.get("gemm_floor_fraction")),
+    ]
+
+
+HEADER = ["row", "ms/step", "samples/s", "GFLOP/s", "vs hand", "vs torch", "floor"]
+
+
+def format_table(data: dict[str, Any]) -> str:
+    """The plain-text table ``bpcore bench`` prints."""
+    lines = [
+        "Times are the minimum over rounds. 'vs hand' and 'vs torch' are this row's time "
+        "divided by the",
+        "hand-written NumPy step's and PyTorch eager's in the same run (< 1 = faster); "
+        "'floor' is the",
+        "GEMM floor's time divided by this row's (the share of the step at the matmul limit).",
+    ]
+    for (workload, dtype, device, batch), rows in tables(data).items():
+        name = rows[0].get("device_name", device)
+        lines.append("")
+        lines.append(f"{workload}  {dtype}  {device} ({name})  batch {batch}")
+        cells = [HEADER] + [_cells(e) for e in rows]
+        widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
+        for c in cells:
+            lines.append("  " + "  ".join(
+                c[i].ljust(widths[i]) if i == 0 else c[i].rjust(widths[i]) for i in range(len(c))
+            ))
+    if len(lines) == 3:
+        lines.append("")
+        lines.append("(no rows ran)")
+    return "\n".join(lines)
+
+
+def format_skipped(skipped: list[dict[str, Any]]) -> str:
+    """The skipped rows, one line per row and reason (with how many cases it covers)."""
+    if not skipped:
+        return ""
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for s in skipped:
+        counts[(s["row"], s["reason"])] += 1
+    lines = ["Skipped:"]
+    for (row, reason), n in sorted(counts.items()):
+        lines.append(f"  {row} ({n} case{'s' if n != 1 else ''}): {reason}")
+    return "\n".join(lines)
+
+
+def markdown(data: dict[str, Any], skipped: list[dict[str, Any]] | None = None,
+             notes: str = "") -> str:
+    """The results as a markdown document: environment, then one table per
+    workload, dtype, device and batch size."""
+    env = data.get("bpcore", {}).get("environment") or \
+        data.get("machine_info", {}).get("bpcore_environment", {})
+    versions = env.get("versions", {})
+    out = ["# bpcore benchmark results", ""]
+    out.append(f"- date: {env.get('date', data.get('datetime', '?'))}")
+    out.append(f"- CPU: {env.get('cpu', '?')}, {env.get('cores', '?')} cores")
+    if env.get("gpu"):
+        out.append(f"- GPU: {env['gpu']}")
+    out.append(f"- load average at the end of the run (1, 5, 15 min): {env.get('load_average')}")
+    out.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    blas = env.get("blas", {})
+    if blas:
+        out.append(f"- BLAS (numpy build): {blas.get('numpy_build')}")
+        for pool in blas.get("runtime", []):
+            out.append(f"- thread pool: {pool}")
+    if env.get("torch_threads"):
+        out.append(f"- torch threads: {env['torch_threads']}")
+    if notes:
+        out += ["", notes.strip()]
+    out += [
+        "",
+        "Times are the minimum over rounds; `vs hand` and `vs torch` divide this row's time by "
+        "the hand-written NumPy step's and PyTorch eager's in the same run (< 1 = faster); "
+        "`floor` is the GEMM floor's time divided by this row's.",
+    ]
+    for (workload, dtype, device, batch), rows in tables(data).items():
+        out += ["", f"### {workload} {dtype} {device}, batch {batch}", ""]
+        out.append("| " + " | ".join(HEADER) + " |")
+        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADER))) + "|")
+        for e in rows:
+            out.append("| " + " | ".join(_cells(e)) + " |")
+    if skipped:
+        out += ["", "## Skipped", "", "```", format_skipped(skipped), "```"]
+    return "\n".join(out) + "\n"
+
+
+def plot(data: dict[str, Any], path: str | Path) -> None:
+    """Throughput (samples/s) against batch size, log-log, one panel per workload,
+    one line per row (float64 dashed, GPU rows with square markers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[tuple[str, str, str, str], list[tuple[int, float]]] = defaultdict(list)
+    for e in entries(data):
+        lines[(e["workload"], e["row"], e["dtype"], e["device"])].append(
+            (e["batch"], e["batch"] / e["seconds"])
+        )
+    workloads = list(dict.fromkeys(k[0] for k in sorted(
+        lines, key=lambda k: {"seed": 0, "wide": 1, "deep": 2}.get(k[0], 9))))
+    if not workloads:
+        raise ValueError("nothing to plot: no benchmark ran")
+    rows = sorted({k[1] for k in lines})
+    cmap = plt.get_cmap("tab20")
+    colors = {r: cmap(i % 20) for i, r in enumerate(rows)}
+    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 5), squeeze=False)
+    for ax, workload in zip(axes[0], workloads):
+        for (w, row, dtype, device), pts in sorted(lines.items()):
+            if w != workload:
+                continue
+            pts.sort()
+            label = row + ("" if dtype == "float32" else f" {dtype}") + \
+                ("" if device == "cpu" else f" {device}")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts],
+                    linestyle="-" if dtype == "float32" else "--",
+                    marker="o" if device == "cpu" else "s",
+                    color=colors[row], label=label,
+                    linewidth=2.5 if row.startswith("bpcore-numpy") else 1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(workload)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples/s (min time)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    env = data.get("bpcore", {}).get("environment", {})
+    fig.suptitle(f"bpcore train step throughput: {env.get('cpu', '')} "
+                 f"({env.get('cores', '?')} cores)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+

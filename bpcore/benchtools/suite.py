@@ -1,0 +1,80 @@
+"""The benchmark: one full training step per row, workload, dtype, device and size.
+
+Collected by pytest with :mod:`bpcore.benchtools.plugin` loaded, which
+parametrizes :func:`test_train_step`; ``bpcore bench`` runs it, and so does
+``pytest benchmarks/`` in the repository (whose ``test_train_step.py``
+imports this function).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from .plugin import floor_time, record_floor
+from .rows import ROWS, Unavailable, build
+from .workloads import WORKLOADS, step_flops
+
+__all__ = ["test_train_step", "warm_up"]
+
+
+def warm_up(step: Callable[[], None], seconds: float, calls: int = 2) -> None:
+    """Run ``step`` at least ``calls`` times and for at least ``seconds``.
+
+    Done right before each row is timed: caches and allocator are warm, lazy
+    compilation is done, and the BLAS threads another library left spinning
+    (OpenBLAS spins about 0.1 s after a matmul) have gone back to sleep.
+    """
+    start = time.perf_counter()
+    n = 0
+    while n < calls or time.perf_counter() - start < seconds:
+        step()
+        n += 1
+
+
+def test_train_step(
+    benchmark: Any, request: pytest.FixtureRequest,
+    workload: str, dtype: str, device: str, row: str, size: int,
+) -> None:
+    """Time one training step (forward, loss, backward, update) of ``row``."""
+    config = request.config
+    spec, work = ROWS[row], WORKLOADS[workload]
+    benchmark.group = f"{workload} {dtype} {device}"
+    try:
+        runner = build(row, work, size, dtype, device)
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    warm_up(runner.step, float(config.getoption("--bp-warmup")))
+    benchmark(runner.step)
+    flops = step_flops(work, size)
+    info = benchmark.extra_info
+    info.update(runner.extra)
+    info.update({
+        "row": row,
+        "kind": spec.kind,
+        "backend": spec.library,
+        "workload": workload,
+        "device": device,
+        "device_name": runner.device_name,
+        "dtype": dtype,
+        "batch": size,
+        "step_flops": flops,
+        "statistic": "min",
+    })
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:  # --benchmark-disable
+        return
+    seconds = float(stats.stats.min)
+    info["samples_per_s"] = size / seconds
+    info["gflop_s"] = flops / seconds / 1e9
+    if spec.kind == "floor":
+        record_floor(config, (workload, dtype, device, size, row), seconds)
+        info["gemm_floor"] = row
+        info["gemm_floor_fraction"] = 1.0
+        return
+    floor_name, floor_seconds = floor_time(config, workload, dtype, device, size, spec.library)
+    info["gemm_floor"] = floor_name
+    info["gemm_floor_fraction"] = None if floor_seconds is None else floor_seconds / seconds
