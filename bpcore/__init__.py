@@ -47,6 +47,7 @@ from .layers import (
     tanh,
 )
 from .losses import Loss, binary_cross_entropy, get_loss, half_sse, mse, softmax_cross_entropy
+from .model import Model
 from .optim import Optimizer, adam, adamw, get_optimizer, momentum, sgd
 from .step import predict, train_step, value_and_grad
 
@@ -65,6 +66,7 @@ __all__ = [
     "LabelError",
     "Layer",
     "Loss",
+    "Model",
     "NonFiniteError",
     "Optimizer",
     "ShapeError",

@@ -18,7 +18,7 @@ from .errors import BpcoreError
 __all__ = ["COMMANDS", "main"]
 
 #: Subcommands, in the order ``bpcore --help`` lists them; the first is the default.
-COMMANDS = ("info", "bench")
+COMMANDS = ("train", "info", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

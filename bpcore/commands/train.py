@@ -1,0 +1,519 @@
+"""``bpcore train``: train an MLP on a data set from the command line.
+
+With no options it runs the default main job: a 64-512-10 ReLU network on
+scikit-learn's bundled digits, on NumPy, and reports the accuracy on the
+held-out test split. Everything else is a flag; ``--save``/``--resume``
+continue a run bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..backend import BACKEND_NAMES
+from ..losses import LOSSES
+
+__all__ = ["DEFAULTS", "HELP", "add_arguments", "run"]
+
+HELP = "train an MLP on a data set (default: digits, on NumPy) and report its test accuracy"
+
+log = logging.getLogger("bpcore.train")
+
+#: The default main job. Tuned on digits (seeds 0..9: test accuracy 97.2 to
+#: 99.2 %, mean 98.4 %, about 2 s on a 2-core machine with one thread).
+DEFAULTS: dict[str, Any] = {
+    "data": "digits",
+    "hidden": [512],
+    "activation": "relu",
+    "output": "identity",
+    "optimizer": "adamw",
+    "batch_size": 16,
+    "epochs": 60,
+    "seed": 0,
+    "dtype": "float32",
+    "scaling": "standard",
+    "val": 0.1,
+    "test": 0.2,
+    "backend": "numpy",
+    "threads": 1,
+}
+#: Weight decay when --weight-decay is not given (the others use none).
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.2}
+
+_HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
+_OUTPUT_ACTIVATIONS = ("identity", "sigmoid", "softmax", "tanh")
+_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+#: Settings a resumed run takes from its checkpoint (a flag that differs is an error).
+_RUN_KEYS = (
+    "data", "val", "test", "layers", "activation", "output", "loss", "optimizer", "lr",
+    "weight_decay", "batch_size", "seed", "dtype", "scaling",
+)
+
+EPILOG = """\
+examples:
+  bpcore train                                   the default job: digits on NumPy
+  bpcore train --backend torch --epochs 20 --plot curves.png
+  bpcore train --data mnist:~/data/mnist --layers 784,128,64,10 --activation sigmoid \\
+               --optimizer sgd --lr 0.1 --batch-size 10 --epochs 5 --save mnist.npz
+  bpcore train --resume mnist.npz --save mnist.npz --epochs 10    continue that run
+  bpcore train --data my.csv --metrics run.csv   features, then the label, per row
+
+--layers lists every size, inputs first and outputs last: 64,512,10 for digits
+(64 features, 10 classes). Data sets: digits, xor, patterns, mnist:DIR,
+fashion-mnist:DIR, a .npz (arrays X, y) or a .csv (label in the last column).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bpcore train``, grouped as ``--help`` shows them."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = textwrap.fill(
+        f"{HELP[0].upper()}{HELP[1:]}. Every option has a default: `bpcore train` alone "
+        "trains a 64-512-10 ReLU network on scikit-learn's digits in a few seconds.",
+        width=79,
+    )
+    parser.epilog = EPILOG
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data", metavar="SPEC", default=None,
+        help="digits, xor, patterns, mnist:DIR, fashion-mnist:DIR, or a .npz/.csv path "
+        f"(default: {DEFAULTS['data']})",
+    )
+    data.add_argument(
+        "--val", type=float, metavar="FRACTION", default=None,
+        help=f"fraction held out for validation (default: {DEFAULTS['val']})",
+    )
+    data.add_argument(
+        "--test", type=float, metavar="FRACTION", default=None,
+        help=f"fraction held out for the final test (default: {DEFAULTS['test']}; "
+        "MNIST uses its own t10k test files)",
+    )
+    data.add_argument(
+        "--scaling", choices=("standard", "minmax", "none"), default=None,
+        help="feature scaling, fitted on the training split only "
+        f"(default: {DEFAULTS['scaling']})",
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--layers", metavar="SIZES", default=None,
+        help="comma-separated layer sizes, inputs first, e.g. 64,128,10 "
+        "(default: FEATURES,512,CLASSES, i.e. 64,512,10 on digits)",
+    )
+    model.add_argument(
+        "--activation", choices=_HIDDEN_ACTIVATIONS, default=None,
+        help=f"hidden activation (default: {DEFAULTS['activation']})",
+    )
+    model.add_argument(
+        "--output", choices=_OUTPUT_ACTIVATIONS, default=None,
+        help="output activation; keep identity (logits) for the cross-entropy losses "
+        f"(default: {DEFAULTS['output']})",
+    )
+    model.add_argument(
+        "--loss", choices=tuple(LOSSES), metavar="NAME", default=None,
+        help=f"loss: {', '.join(LOSSES)} (default: softmax_cross_entropy for class "
+        "labels, mse for real targets)",
+    )
+
+    train = parser.add_argument_group("training")
+    train.add_argument(
+        "--optimizer", choices=_OPTIMIZERS, default=None,
+        help=f"optimizer (default: {DEFAULTS['optimizer']})",
+    )
+    train.add_argument(
+        "--lr", type=float, metavar="RATE", default=None,
+        help="learning rate (default: 0.001 for adam/adamw, 0.1 for sgd, 0.05 for momentum)",
+    )
+    train.add_argument(
+        "--weight-decay", type=float, metavar="DECAY", default=None,
+        help="weight decay (default: 0.2 for adamw, 0 otherwise)",
+    )
+    train.add_argument(
+        "--batch-size", type=int, metavar="N", default=None,
+        help=f"samples per step (default: {DEFAULTS['batch_size']})",
+    )
+    train.add_argument(
+        "--epochs", type=int, metavar="N", default=None,
+        help=f"epochs in all; with --resume, training continues up to N "
+        f"(default: {DEFAULTS['epochs']}, or the resumed run's own)",
+    )
+    train.add_argument(
+        "--seed", type=int, metavar="N", default=None,
+        help=f"seeds the split, the initial weights and the batch order "
+        f"(default: {DEFAULTS['seed']})",
+    )
+
+    where = parser.add_argument_group("backend")
+    where.add_argument(
+        "--backend", choices=BACKEND_NAMES, default=None,
+        help=f"array library to train on (default: {DEFAULTS['backend']}; "
+        "see `bpcore info` for what is usable here)",
+    )
+    where.add_argument(
+        "--device", metavar="DEVICE", default=None,
+        help="device of the backend, e.g. cuda:0 (default: the backend's own)",
+    )
+    where.add_argument(
+        "--dtype", choices=("float32", "float64"), default=None,
+        help=f"floating-point type of the parameters (default: {DEFAULTS['dtype']})",
+    )
+    where.add_argument(
+        "--threads", type=int, metavar="N", default=None,
+        help="CPU threads for NumPy's BLAS and PyTorch; 0 keeps the libraries' own setting "
+        f"(default: {DEFAULTS['threads']}: mini-batch products are too small to gain from "
+        "more, and lose much on a busy machine)",
+    )
+
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--save", metavar="PATH", default=None,
+        help="write a checkpoint after every epoch (atomic; refuses an existing file "
+        "without --overwrite, unless it is the --resume file)",
+    )
+    out.add_argument("--overwrite", action="store_true", help="let --save replace a file")
+    out.add_argument(
+        "--resume", metavar="PATH", default=None,
+        help="continue the run saved in PATH, bit for bit on the same backend",
+    )
+    out.add_argument(
+        "--metrics", metavar="FILE", default=None,
+        help="write per-epoch loss/accuracy (training and validation) to FILE.csv or FILE.json",
+    )
+    out.add_argument(
+        "--plot", metavar="FILE", default=None,
+        help='draw loss and accuracy curves to FILE.png (needs pip install "bpcore[plot]")',
+    )
+    out.add_argument(
+        "--quiet", "-q", action="store_true",
+        help="no progress bar or per-epoch lines; print only the result",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train as the flags say; print the result line; return the exit status."""
+    start = time.perf_counter()
+    import numpy as np
+
+    from ..data import load_dataset, split
+    from ..metrics import METRICS_FORMATS, write_metrics
+    from ..model import DEFAULT_LR, Model
+    from ..plot import PLOT_FORMATS, plot_history, require_matplotlib
+    from ..progress import log_to_stderr
+
+    # -- check everything that can be checked before any training
+    if args.metrics is not None and Path(args.metrics).suffix.lower() not in METRICS_FORMATS:
+        raise ValueError(
+            f"--metrics {args.metrics}: the file name must end in .csv or .json, "
+            "e.g. --metrics run.csv"
+        )
+    if args.plot is not None:
+        if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+            raise ValueError(
+                f"--plot {args.plot}: the file name must end in "
+                f"{', '.join(PLOT_FORMATS)}, e.g. --plot curves.png"
+            )
+        require_matplotlib()
+    same_file = (
+        args.save is not None and args.resume is not None
+        and Path(args.save).expanduser().resolve() == Path(args.resume).expanduser().resolve()
+    )
+    if args.save is not None and not args.overwrite and not same_file \
+            and Path(args.save).expanduser().exists():
+        raise FileExistsError(
+            f"--save {args.save}: the file exists; pass --overwrite to replace it, "
+            "or choose another path"
+        )
+    for flag in ("batch_size", "epochs", "seed", "threads"):
+        value = getattr(args, flag)
+        low = 1 if flag == "batch_size" else 0
+        if value is not None and value < low:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
+
+    if args.backend == "jax" and args.dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # before any JAX array exists
+
+    with log_to_stderr(not args.quiet):
+        model: Model | None = None
+        stored: dict[str, Any] = {}
+        if args.resume is not None:
+            model = Model.load(args.resume, backend=args.backend or DEFAULTS["backend"],
+                               device=args.device)
+            stored = dict(model.extra.get("run") or {})
+            if args.backend is None and stored.get("backend", "numpy") != model.backend.name:
+                # resume where the run was trained
+                model = Model.load(args.resume, backend=stored["backend"], device=args.device)
+            _check_resume(args, stored, model)
+
+        setting = _settings(args, stored, model)
+        ds = load_dataset(setting["data"])
+        parts = split(ds, val=setting["val"], test=setting["test"], seed=setting["seed"])
+        n_out = ds.n_classes if ds.n_classes is not None else int(ds.y.shape[1])
+        if setting["loss"] is None:
+            setting["loss"] = "softmax_cross_entropy" if ds.n_classes is not None else "mse"
+        if setting["layers"] is None:
+            setting["layers"] = [int(ds.X.shape[1]), *DEFAULTS["hidden"], n_out]
+        _check_layers(setting["layers"], ds, LOSSES[setting["loss"]].name)
+        if setting["lr"] is None:
+            setting["lr"] = DEFAULT_LR[setting["optimizer"]]
+        if setting["weight_decay"] is None:
+            setting["weight_decay"] = DEFAULT_WEIGHT_DECAY.get(setting["optimizer"], 0.0)
+
+        backend = model.backend.name if model is not None else setting["backend"]
+        with _threads(setting["threads"], backend):
+            if model is None:
+                model = Model(
+                    setting["layers"], activation=setting["activation"],
+                    output=setting["output"], loss=setting["loss"],
+                    optimizer=setting["optimizer"], lr=setting["lr"],
+                    weight_decay=setting["weight_decay"], batch_size=setting["batch_size"],
+                    backend=backend, device=args.device, dtype=setting["dtype"],
+                    seed=setting["seed"], scaling=setting["scaling"],
+                )
+            model.extra["run"] = {k: setting[k] for k in (*_RUN_KEYS, "epochs")}
+            model.extra["run"]["backend"] = model.backend.name
+            log.info(
+                "%s: %d train / %d validation / %d test samples, %d features, %s",
+                ds.name, len(parts.X_train), len(parts.X_val), len(parts.X_test),
+                ds.X.shape[1],
+                f"{ds.n_classes} classes" if ds.n_classes is not None else f"{n_out} targets",
+            )
+            log.info(
+                "model %s %s, %s, %s lr %g%s, batch %d, %s %s, seed %d%s",
+                "-".join(map(str, setting["layers"])), setting["activation"],
+                model.loss.name, setting["optimizer"], setting["lr"],
+                f" weight decay {setting['weight_decay']:g}" if setting["weight_decay"] else "",
+                setting["batch_size"], model.backend.name, model.dtype, setting["seed"],
+                f", resuming after epoch {model.epoch}" if args.resume else "",
+            )
+
+            callbacks = []
+            if args.save is not None:
+                save_to = args.save
+
+                def save(m: Model, record: dict[str, Any]) -> None:
+                    m.save(save_to, overwrite=True)
+
+                callbacks.append(save)
+            if args.metrics is not None:
+                metrics_to = args.metrics
+
+                def metrics(m: Model, record: dict[str, Any]) -> None:
+                    write_metrics(m.history, metrics_to)
+
+                callbacks.append(metrics)
+
+            remaining = max(0, setting["epochs"] - model.epoch)
+            if remaining == 0 and args.resume is not None:
+                log.info("the run already has %d epochs (--epochs %d): nothing to train",
+                         model.epoch, setting["epochs"])
+            validation = (parts.X_val, parts.y_val) if len(parts.X_val) else None
+            model.fit(
+                parts.X_train, parts.y_train, epochs=remaining, validation_data=validation,
+                progress=False if args.quiet else None, callbacks=callbacks,
+            )
+            if args.save is not None and remaining == 0:
+                model.save(args.save, overwrite=True)
+
+            which, X_eval, y_eval = "test", parts.X_test, parts.y_test
+            if len(X_eval) == 0:
+                which, X_eval, y_eval = "validation", parts.X_val, parts.y_val
+            if len(X_eval) == 0:
+                which, X_eval, y_eval = "training", parts.X_train, parts.y_train
+            scores = model.evaluate(X_eval, y_eval)
+            correct = None
+            if scores["accuracy"] is not None and model.n_classes is not None:
+                labels = np.asarray(y_eval)
+                if labels.ndim == 2 and labels.shape[1] > 1:
+                    labels = np.argmax(labels, axis=1)
+                elif labels.ndim == 2:
+                    labels = (labels[:, 0] >= 0.5).astype(np.int64)
+                correct = int(np.count_nonzero(model.predict(X_eval) == labels))
+
+        elapsed = time.perf_counter() - start
+        if args.metrics is not None:
+            write_metrics(model.history, args.metrics, extra={
+                which: scores, "run": model.extra["run"], "backend": model.backend.name,
+                "seconds": elapsed,
+            })
+        if args.plot is not None:
+            plot_history(
+                model.history, args.plot,
+                title=f"{'-'.join(map(str, setting['layers']))} on {ds.name} "
+                f"({model.backend.name})",
+            )
+
+    where = f"on {ds.name} — {model.backend.name}, {elapsed:.1f} s"
+    if correct is not None:
+        n = len(X_eval)
+        print(f"{which} accuracy {100 * correct / n:.1f}% ({correct}/{n}) {where}")
+    else:
+        print(f"{which} loss {scores['loss']:.4g} ({model.loss.name}) {where}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# settings
+
+
+def _settings(
+    args: argparse.Namespace, stored: dict[str, Any], model: Any
+) -> dict[str, Any]:
+    """Every run setting: the flag if given, else the resumed run's, else the default."""
+    layers = _parse_layers(args.layers) if args.layers is not None else None
+    given = {
+        "data": args.data, "val": args.val, "test": args.test, "layers": layers,
+        "activation": args.activation, "output": args.output,
+        "loss": _loss_name(args.loss), "optimizer": args.optimizer, "lr": args.lr,
+        "weight_decay": args.weight_decay, "batch_size": args.batch_size,
+        "epochs": args.epochs, "seed": args.seed, "dtype": args.dtype,
+        "scaling": args.scaling, "threads": args.threads, "backend": args.backend,
+    }
+    setting: dict[str, Any] = {}
+    for key, value in given.items():
+        if value is not None:
+            setting[key] = value
+        elif key in stored:
+            setting[key] = stored[key]
+        else:
+            setting[key] = DEFAULTS.get(key)
+    if model is not None:
+        # a resumed run: the model is what the checkpoint says it is
+        config = model.optimizer.config
+        hidden, output = _activations(model.net.config)
+        setting.update(
+            layers=model.sizes or setting["layers"], loss=model.loss.name,
+            optimizer=model.optimizer.name, lr=config.get("lr", setting["lr"]),
+            weight_decay=config.get("weight_decay", setting["weight_decay"]),
+            batch_size=model.batch_size, seed=model.seed, dtype=model.dtype,
+            scaling=model.scaling, activation=hidden or setting["activation"],
+            output=output or setting["output"],
+        )
+    return setting
+
+
+def _activations(config: Any) -> tuple[str | None, str | None]:
+    """The hidden and output activation names of a sequential network's config."""
+    layers = config.get("layers", []) if isinstance(config, dict) else []
+    names = [c.get("name") for c in layers if isinstance(c, dict)]
+    if not names:
+        return None, None
+    hidden = next((n for n in names[:-1] if n != "dense"), None)
+    return hidden, ("identity" if names[-1] == "dense" else names[-1])
+
+
+def _loss_name(name: str | None) -> str | None:
+    return None if name is None else LOSSES[name].name
+
+
+def _parse_layers(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.replace(" ", "").split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or any(n < 1 for n in sizes):
+        raise ValueError(
+            f"--layers {text!r}: give at least two comma-separated positive sizes, inputs "
+            "first and outputs last, e.g. --layers 64,128,10"
+        )
+    return sizes
+
+
+def _check_layers(sizes: list[int], ds: Any, loss: str) -> None:
+    """The first size must be the data's features, the last its classes (or targets)."""
+    features = int(ds.X.shape[1])
+    middle = ",".join(map(str, sizes[1:-1])) or "..."
+    if sizes[0] != features:
+        raise ValueError(
+            f"--layers starts with {sizes[0]} but {ds.name} has {features} features; "
+            f"use --layers {features},{middle},{sizes[-1]}"
+        )
+    if ds.n_classes is None:
+        k = int(ds.y.shape[1])
+        if sizes[-1] != k:
+            raise ValueError(
+                f"--layers ends with {sizes[-1]} but {ds.name} has {k} target "
+                f"column{'s' if k != 1 else ''}; use --layers {features},{middle},{k}"
+            )
+        if loss == "softmax_cross_entropy":
+            raise ValueError(
+                f"{ds.name} has real-valued targets, not class labels; use --loss mse "
+                "(or binary_cross_entropy for targets in [0, 1])"
+            )
+        return
+    classes = ds.n_classes
+    binary_ok = classes <= 2 and loss != "softmax_cross_entropy"
+    if sizes[-1] == classes or (binary_ok and sizes[-1] == 1):
+        return
+    labels = f"labels 0..{classes - 1}"
+    if binary_ok:
+        fix = f"--layers {features},{middle},1 (or {classes} with softmax_cross_entropy)"
+    else:
+        fix = f"--layers {features},{middle},{classes}"
+    raise ValueError(
+        f"--layers ends with {sizes[-1]} but {ds.name} has {classes} classes ({labels}); "
+        f"the last size must be the number of classes: use {fix}"
+    )
+
+
+def _check_resume(args: argparse.Namespace, stored: dict[str, Any], model: Any) -> None:
+    """A resumed run keeps its settings; a flag that contradicts them is an error."""
+    if not stored:
+        return
+    given = {
+        "data": args.data, "val": args.val, "test": args.test,
+        "layers": _parse_layers(args.layers) if args.layers is not None else None,
+        "activation": args.activation, "output": args.output, "loss": _loss_name(args.loss),
+        "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
+        "batch_size": args.batch_size, "seed": args.seed, "dtype": args.dtype,
+        "scaling": args.scaling,
+    }
+    for key in _RUN_KEYS:
+        value = given.get(key)
+        if value is not None and key in stored and value != stored[key]:
+            flag = "--" + key.replace("_", "-")
+            shown = ",".join(map(str, stored[key])) if key == "layers" else stored[key]
+            raise ValueError(
+                f"{flag} {args.layers if key == 'layers' else value} contradicts the resumed "
+                f"run ({args.resume}: {flag} {shown}); a resumed run keeps its settings: "
+                f"drop {flag}, or start a new run without --resume"
+            )
+
+
+@contextmanager
+def _threads(n: int, backend: str) -> Iterator[None]:
+    """Limit NumPy's BLAS (threadpoolctl) and PyTorch to ``n`` threads (0: leave them)."""
+    if not n:
+        yield
+        return
+    limiter: Any = None
+    torch: Any = None
+    before = 0
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # comes with scikit-learn; without it BLAS keeps its own
+            pass
+        else:
+            limiter = threadpool_limits(limits=n)
+        if backend == "torch" or "torch" in sys.modules:
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(n)
+        yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before)
+        if limiter is not None:
+            limiter.restore_original_limits()
