@@ -85,6 +85,17 @@ def test_relu_nan_is_zero_as_portable() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward_masks_inf_and_nan_as_portable(dtype: str) -> None:
+    x = np.array([[-1.0, 2.0, 0.0, 3.0], [-2.0, -3.0, 1.0, 0.5]], dtype=dtype)
+    dy = np.array([[np.inf, np.nan, np.nan, -3.0], [np.nan, -np.inf, np.inf, 1.0]], dtype=dtype)
+    ref = act.relu_backward(x, dy)
+    y = fnp.relu_(x.copy())
+    np.testing.assert_array_equal(fnp.relu_backward_(y, dy.copy()), ref)
+    # a strided view works too
+    np.testing.assert_array_equal(fnp.relu_backward_(y[:, ::2], dy.copy()[:, ::2]), ref[:, ::2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_kernels_match_portable(dtype: str) -> None:
     params = {"W": _rand((6, 4), dtype), "b": _rand((4,), dtype, seed=2)}
     x, dz = _rand((5, 6), dtype, seed=3), _rand((5, 4), dtype, seed=4)
