@@ -404,42 +404,24 @@ class Model:
     def _epoch(
         self, train: _Prepared, val: _Prepared | None, n: int, last: int, draw: bool
     ) -> dict[str, Any]:
-        xp, epoch, step = self.xp, self.epoch, self._step
+        epoch = self.epoch
         start = time.perf_counter()
-        chunks = [c for c in batch_indices(n, self.batch_size, seed=self.seed, epoch=epoch)
-                  if len(c)]
-        order = xp.asarray(np.concatenate(chunks), device=self.backend.device)
         bar = epoch_bar(n, f"epoch {epoch + 1}/{last}", enabled=draw)
-        params, state = self.params, self.opt_state
-        values, sizes, at, shown = [], [], 0, start
         try:
-            for chunk in chunks:
-                idx = order[at:at + len(chunk)]
-                at += len(chunk)
-                params, state, value = step(
-                    params, state, xp.take(train.x, idx, axis=0), xp.take(train.t, idx, axis=0)
-                )
-                values.append(value)
-                sizes.append(len(chunk))
-                if draw:
-                    bar.update(len(chunk))
-                    now = time.perf_counter()
-                    if now - shown > 0.25:
-                        shown = now
-                        current = self._per_sample(float(value), len(chunk))
-                        bar.set_postfix_str(f"loss {current:.4f}")
-            loss = self._mean_loss(values, sizes)
+            # a diverging run overflows: NumPy's warnings give way to the clear
+            # NonFiniteError below, raised once the epoch's loss is known
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss = self._train_epoch(train, n, bar, draw)
             train_seconds = time.perf_counter() - start
-            self.params, self.opt_state = params, state
             if not math.isfinite(loss):
+                lr = self.optimizer.config.get("lr")
                 raise NonFiniteError(
-                    f"the training loss became {loss} in epoch {epoch + 1}; the step size "
-                    f"is too large for this problem: lower the learning rate (now "
-                    f"{self.optimizer.config.get('lr')}, e.g. --lr "
-                    f"{_fmt_lr(self.optimizer.config.get('lr'))})"
+                    f"the training loss became {loss} in epoch {epoch + 1}: the steps are "
+                    f"too large for this problem; lower the learning rate (now {lr}; "
+                    f"try {_fmt_lr(lr)})"
                 )
-            accuracy = self._evaluate(train, loss=False)["accuracy"] \
-                if train.labels is not None else None
+            accuracy = (self._evaluate(train, loss=False)["accuracy"]
+                        if train.labels is not None else None)
             scores = self._evaluate(val) if val is not None else {}
             if draw and accuracy is not None:
                 bar.set_postfix_str(f"loss {loss:.4f}, acc {100 * accuracy:.2f}%")
@@ -454,6 +436,32 @@ class Model:
             "seconds": time.perf_counter() - start,
             "samples_per_s": n / train_seconds if train_seconds > 0 else None,
         }
+
+    def _train_epoch(self, train: _Prepared, n: int, bar: Any, draw: bool) -> float:
+        """One pass of training steps over the epoch's batches; the mean loss."""
+        xp, step = self.xp, self._step
+        chunks = [c for c in batch_indices(n, self.batch_size, seed=self.seed, epoch=self.epoch)
+                  if len(c)]
+        # the whole epoch's order moves to the device once; batches are slices of it
+        order = xp.asarray(np.concatenate(chunks), device=self.backend.device)
+        params, state = self.params, self.opt_state
+        values, sizes, at, shown = [], [], 0, time.perf_counter()
+        for chunk in chunks:
+            idx = order[at:at + len(chunk)]
+            at += len(chunk)
+            params, state, value = step(
+                params, state, xp.take(train.x, idx, axis=0), xp.take(train.t, idx, axis=0)
+            )
+            values.append(value)
+            sizes.append(len(chunk))
+            if draw:
+                bar.update(len(chunk))
+                now = time.perf_counter()
+                if now - shown > 0.25:
+                    shown = now
+                    bar.set_postfix_str(f"loss {self._per_sample(float(value), len(chunk)):.4f}")
+        self.params, self.opt_state = params, state
+        return self._mean_loss(values, sizes)
 
     def _per_sample(self, value: float, rows: int) -> float:
         return value / rows if self.loss.name in _SUM_LOSSES else value
@@ -489,7 +497,7 @@ class Model:
         return out
 
     def _outputs(self, X: Any) -> Array:
-        x = self._features(X, what="")
+        x = self._scaled(self._checked_host(X))
         xp = self.xp
         n = x.shape[0]
         parts = [self.net.forward(self.params, x[a:min(a + _CHUNK, n), ...], xp=xp)[0]
@@ -514,7 +522,8 @@ class Model:
     # ------------------------------------------------------------------
     # data: validated once, scaled, moved to the backend once
 
-    def _features(self, X: Any, *, fit: bool = False, what: str = "") -> Array:
+    def _checked_host(self, X: Any, what: str = "") -> np.ndarray:
+        """``X`` as float64 on the host, after the shape, dtype and NaN/Inf checks."""
         host = _host_array(X, f"{what}X")
         if host.ndim != 2:
             raise ShapeError(
@@ -527,6 +536,10 @@ class Model:
         host = host.astype(np.float64, copy=False)
         # shapes and NaN/Inf, with the messages of the public checks
         check_features(host, np.zeros(1), self.net.n_in)
+        return host
+
+    def _scaled(self, host: np.ndarray, *, fit: bool = False) -> Array:
+        """Scale checked host features (fitting the scaler first if asked) and move them."""
         if self.scaler is None:
             if fit:
                 if host.shape[0] == 0:
@@ -552,7 +565,7 @@ class Model:
             )
         if t_host.dtype.kind not in "biuf":
             raise DTypeError(f"{what}y must hold numbers, got dtype {t_host.dtype}")
-        x = self._features(X, fit=fit, what=what)
+        x_host = self._checked_host(X, what)
         n_out, kind = self.net.n_out, self.loss.targets
         assert n_out is not None
         labels = None
@@ -584,11 +597,14 @@ class Model:
             check_targets(t, self._ref, n, n_out, kind)
             n_classes = None
             if kind == "classes":
-                labels = self.backend.asarray(np.argmax(t_host, axis=1).astype(self._index_dtype()))
+                index = self._index_dtype()
+                labels = self.backend.asarray(np.argmax(t_host, axis=1).astype(index))
                 n_classes = n_out
             elif kind == "binary" and n_out == 1:
                 labels = self.backend.asarray((t_host[:, 0] >= 0.5).astype(self._index_dtype()))
                 n_classes = 2
+        # only now that features and targets are valid: fit the scaler, move X
+        x = self._scaled(x_host, fit=fit)
         if fit:
             self.n_classes = n_classes
         return _Prepared(x, t, labels)

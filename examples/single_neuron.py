@@ -72,10 +72,12 @@ def main(argv: list[str] | None = None) -> None:
                   f"[{float(grads['W'][0, 0]):.6f}, {float(grads['W'][1, 0]):.6f}]"
                   f"  (by hand [{delta_hand * x1:.6f}, {delta_hand * x2:.6f}])")
             print(f"            dE/db = delta              = {float(grads['b'][0]):.6f}")
-            print(f"  updated       w = [{float(params['W'][0, 0]):.6f}, "
-                  f"{float(params['W'][1, 0]):.6f}], b = {float(params['b'][0]):.6f}"
+            print(f"  updated       w = w - eta dE/dw      = [{float(params['W'][0, 0]):.6f}, "
+                  f"{float(params['W'][1, 0]):.6f}]"
                   f"  (by hand [{w1 - args.lr * delta_hand * x1:.6f}, "
-                  f"{w2 - args.lr * delta_hand * x2:.6f}], {b - args.lr * delta_hand:.6f})")
+                  f"{w2 - args.lr * delta_hand * x2:.6f}])")
+            print(f"                b = b - eta dE/db      = {float(params['b'][0]):.6f}"
+                  f"  (by hand {b - args.lr * delta_hand:.6f})")
         elif step <= 5 or step % 5 == 0:
             print(f"step {step:3d}  error {float(error):.6f}  output {float(y[0, 0]):.6f}")
 
