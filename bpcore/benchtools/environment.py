@@ -49,8 +49,12 @@ def _blas() -> dict[str, Any]:
     return info
 
 
-def environment() -> dict[str, Any]:
-    """A JSON-able description of this machine and software, for the results files."""
+def environment(load_at_start: list[float] | None = None) -> dict[str, Any]:
+    """A JSON-able description of this machine and software, for the results files.
+
+    ``load_at_start`` is the load average when the run began; the one at the
+    time of the call is recorded as ``load_average`` (the machine may be shared).
+    """
     from .rows import cpu_name, device_name
 
     versions: dict[str, str | None] = {}
@@ -70,6 +74,7 @@ def environment() -> dict[str, Any]:
         "machine": platform.node(),
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
+        "load_average_at_start": load_at_start,
         "load_average": load_average(),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -92,6 +92,9 @@ def pytest_configure(config: pytest.Config) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+    from .environment import load_average
+
+    config._bp_load_at_start = load_average()  # type: ignore[attr-defined]
     config._bp_floors = {}  # type: ignore[attr-defined]
     config._bp_skipped = []  # type: ignore[attr-defined]
 
@@ -184,7 +187,7 @@ def _report(config: pytest.Config) -> dict[str, Any]:
 
     return {
         "skipped": list(config._bp_skipped),  # type: ignore[attr-defined]
-        "environment": environment(),
+        "environment": environment(getattr(config, "_bp_load_at_start", None)),
         "statistic": "min",
     }
 
@@ -194,7 +197,7 @@ def pytest_benchmark_update_machine_info(
 ) -> None:
     from .environment import environment
 
-    machine_info["bpcore_environment"] = environment()
+    machine_info["bpcore_environment"] = environment(getattr(config, "_bp_load_at_start", None))
 
 
 def pytest_benchmark_update_json(

@@ -147,7 +147,8 @@ def markdown(data: dict[str, Any], skipped: list[dict[str, Any]] | None = None,
     out.append(f"- CPU: {env.get('cpu', '?')}, {env.get('cores', '?')} cores")
     if env.get("gpu"):
         out.append(f"- GPU: {env['gpu']}")
-    out.append(f"- load average at the end of the run (1, 5, 15 min): {env.get('load_average')}")
+    out.append("- machine load (1, 5, 15 min load averages, as `uptime`): at the start "
+               f"{env.get('load_average_at_start')}, at the end {env.get('load_average')}")
     out.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
     blas = env.get("blas", {})
     if blas:

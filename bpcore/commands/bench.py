@@ -178,8 +178,13 @@ def run(args: argparse.Namespace) -> int:
             raise BenchError(f"the benchmark run failed (pytest exit status {status}); "
                              "rerun with --verbose to see why")
         data = report.load(json_path) if json_path.exists() else {"benchmarks": []}
+        env = data.get("bpcore", {}).get("environment", {})
         print()
         print(report.format_table(data))
+        if env:
+            print(f"\nmachine: {env.get('cpu')}, {env.get('cores')} cores; load average "
+                  f"(1, 5, 15 min) at the start {env.get('load_average_at_start')}, "
+                  f"at the end {env.get('load_average')}")
         if skipped:
             print()
             print(report.format_skipped(skipped))
