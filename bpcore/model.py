@@ -334,7 +334,7 @@ class Model:
             p, _ = softmax_forward(z, xp=self.xp)
         return to_numpy(p) if host else p
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write a checkpoint (parameters, optimizer state, architecture, dtype,
         epoch, scaler, history...) atomically; :meth:`load` resumes from it."""
         return save_checkpoint(
@@ -350,7 +350,7 @@ class Model:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, backend: str | None = None, device: Any = None
+        cls, path: str | os.PathLike[str], backend: str | None = None, device: Any = None
     ) -> Model:
         """Rebuild a model from :meth:`save`'s checkpoint, on ``backend`` (the
         current default if omitted) and ``device``.

@@ -87,6 +87,20 @@ def test_mnist_784_runs_small() -> None:
     assert re.search(r"^test accuracy \d+\.\d% \(loss \d\.\d{4}\) after 2 epochs", out, re.M)
 
 
+def test_mnist_784_reads_real_mnist_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)  # a tiny stand-in in the Keras mnist.npz layout
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8),
+        y_train=np.arange(40) % 10,
+        x_test=rng.integers(0, 256, size=(20, 28, 28), dtype=np.uint8),
+        y_test=np.arange(20) % 10,
+    )
+    out = run_example("mnist_784.py", "--data", f"mnist:{tmp_path}", "--epochs", "1")
+    assert "on mnist: 40 training / 20 test images" in out
+    assert re.search(r"^test accuracy \d+\.\d% ", out, re.M)
+
+
 def test_mnist_784_upsamples_digits_to_784_pixels() -> None:
     pytest.importorskip("sklearn")
     module = load_example("mnist_784.py")

@@ -160,3 +160,12 @@ def test_log_to_stderr_adds_and_removes_its_handler(capsys: pytest.CaptureFixtur
     with log_to_stderr(enabled=False):
         logging.getLogger("bpcore.model").info("quiet")
     assert capsys.readouterr().err == ""
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import bpcore.metrics
+
+    failures, tried = doctest.testmod(bpcore.metrics)
+    assert tried > 0 and failures == 0

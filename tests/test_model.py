@@ -358,3 +358,12 @@ def test_diverging_training_says_to_lower_the_learning_rate() -> None:
     model = Model([3, 8, 1], loss="mse", optimizer="sgd", lr=10.0, scaling="none")
     with pytest.raises(NonFiniteError, match="lower the learning rate"):
         model.fit(X, y, epochs=30, progress=False)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import bpcore.model
+
+    failures, tried = doctest.testmod(bpcore.model)
+    assert tried > 0 and failures == 0
