@@ -33,6 +33,7 @@ Step = Callable[[Any, Any, Array, Array], tuple[Any, Any, Array]]
 def train_step(
     model: Layer, loss: Loss | str, optimizer: Optimizer, *,
     validate: bool = True, inplace: bool = False, fast: bool = True,
+    grad_transform: Callable[[Any], Any] | None = None,
 ) -> Step:
     """Build the function that trains ``model`` on one batch.
 
@@ -62,6 +63,13 @@ def train_step(
         networks of dense layers and sigmoid/tanh/relu/identity with bpcore's
         losses); ``False`` runs the portable kernels. The results agree to
         rounding.
+    grad_transform : callable, optional
+        ``grads -> grads`` (same structure), applied between backward and
+        the optimizer update, e.g. the gradient all-reduce of data-parallel
+        training (:meth:`bpcore.distributed.Communicator.grad_transform`).
+        It may return new arrays or views of a buffer it owns; the fused
+        NumPy step may then overwrite them. ``None`` (the default) leaves the
+        step as it is.
 
     Returns
     -------
@@ -99,12 +107,16 @@ def train_step(
             try:
                 run = fused[xp]
             except KeyError:
-                run = fused[xp] = fused_step(xp, model, loss, optimizer, inplace=inplace)
+                run = fused[xp] = fused_step(
+                    xp, model, loss, optimizer, inplace=inplace, grad_transform=grad_transform
+                )
             if run is not None:
                 return run(params, state, x, t)
         y, cache = forward(params, x, xp=xp)
         value, dy = loss_fn(y, t, xp=xp)
         _, grads = backward(params, cache, dy, xp=xp, need_dx=False)
+        if grad_transform is not None:
+            grads = grad_transform(grads)
         params, state = update(grads, state, params, xp=xp, **update_kwargs)
         return params, state, value
 

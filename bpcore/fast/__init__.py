@@ -47,17 +47,21 @@ def fast_module(xp: ModuleType) -> ModuleType | None:
 
 
 def fused_step(
-    xp: ModuleType, model: Any, loss: Any, optimizer: Any, *, inplace: bool
+    xp: ModuleType, model: Any, loss: Any, optimizer: Any, *, inplace: bool,
+    grad_transform: Callable[[Any], Any] | None = None,
 ) -> Callable[..., tuple[Any, Any, Any]] | None:
     """A fused ``step(params, state, x, t)`` for namespace ``xp``, or ``None``.
 
     ``None`` means there is no fast path for this backend or for this
     network (a layer, loss or optimizer the fast module does not know); the
     caller then runs the portable kernels. The fused step computes the same
-    thing as the portable one, to rounding.
+    thing as the portable one, to rounding. ``grad_transform`` (``grads ->
+    grads``) runs between backward and the update, as in :func:`bpcore.train_step`.
     """
     module = fast_module(xp)
     if module is None:
         return None
     build: Callable[..., Callable[..., tuple[Any, Any, Any]] | None] = module.build_step
-    return build(model, loss, optimizer, inplace=inplace)
+    if grad_transform is None:
+        return build(model, loss, optimizer, inplace=inplace)
+    return build(model, loss, optimizer, inplace=inplace, grad_transform=grad_transform)

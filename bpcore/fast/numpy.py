@@ -326,7 +326,8 @@ _ACT_BACKWARD = {_SIGMOID: sigmoid_backward_, _TANH: tanh_backward_, _RELU: relu
 
 
 def build_step(
-    model: Any, loss: Any, optimizer: Any, *, inplace: bool
+    model: Any, loss: Any, optimizer: Any, *, inplace: bool,
+    grad_transform: Callable[[Any], Any] | None = None,
 ) -> Callable[..., tuple[Any, Any, Any]] | None:
     """A fused NumPy ``step(params, state, x, t) -> (params, state, value)``.
 
@@ -338,7 +339,9 @@ def build_step(
     a one-hot matrix, backward works in the fresh gradients, and bpcore's own
     optimizers update from the gradients' buffers. With ``inplace`` the new
     parameters and optimizer state are written into the arrays passed in;
-    otherwise nothing passed in is modified.
+    otherwise nothing passed in is modified. ``grad_transform`` (``grads ->
+    grads``, e.g. a gradient all-reduce) runs between backward and the update;
+    the update may overwrite the arrays it returns.
     """
     from .. import losses as losses_mod
     from ..optim import AdamState, SGDState, spec
@@ -388,6 +391,13 @@ def build_step(
             elif op != _IDENTITY:
                 dy = act_backward[op](caches[k], dy)
         return value, grads
+
+    if grad_transform is not None:
+        local_forward_backward = forward_backward
+
+        def forward_backward(params: Any, x: Array, t: Array) -> tuple[Any, list[Any]]:
+            value, grads = local_forward_backward(params, x, t)
+            return value, list(grad_transform(tuple(grads)))
 
     def generic_update(grads: list[Any], state: Any, params: Any) -> tuple[Any, Any]:
         return update(tuple(grads), state, params, xp=xp_numpy, **update_kwargs)
