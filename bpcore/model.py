@@ -28,6 +28,7 @@ from .backend import Array, Backend, dtype_name, get_backend, resolve_dtype, to_
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_features, check_params, check_targets
 from .data import Scaler, batch_indices, fit_scaler
+from .distributed import Communicator, DistributedError, shard_batches, shard_range
 from .errors import BpcoreError, DTypeError, LabelError, NonFiniteError, ShapeError
 from .layers import Layer, from_config, mlp
 from .layers.activations import sigmoid_forward, softmax_forward
@@ -219,6 +220,9 @@ class Model:
         self.extra: dict[str, Any] = {}
         self._step = train_step(self.net, self.loss, self.optimizer, validate=False)
         self._ref = check_params(self.params)[1]
+        #: The MPI communicator of data-parallel training (:meth:`distribute`), else None.
+        self.comm: Communicator | None = None
+        self._grad_sync: Any = None
 
     # ------------------------------------------------------------------
     # the public API
@@ -284,16 +288,66 @@ class Model:
             if _rows(validation_data[0]) > 0:
                 val = self._prepare(*validation_data, what="validation ")
         n = train.x.shape[0]
-        draw = progress_wanted(progress)
+        lead = self.comm is None or self.comm.rank == 0
+        if self.comm is not None:
+            _check_ranks_agree(self.comm, n)
+        draw = progress_wanted(progress) and lead
         last = self.epoch + int(epochs)
         for _ in range(int(epochs)):
             record = self._epoch(train, val, n, last, draw)
             self.history.append(record)
             self.epoch += 1
-            log.info(_summary(record, last))
+            if lead:
+                log.info(_summary(record, last))
             if any([cb(self, record) is True for cb in callbacks]):
                 break
         return self.history
+
+    def distribute(self, comm: Any = None, *, dtype: str | None = None) -> Model:
+        """Train data-parallel over MPI from now on (run under ``mpiexec -n N``).
+
+        Every rank runs the same program on the same data set. This call
+        broadcasts rank 0's parameters, optimizer state, seed, epoch and
+        feature scaling to all ranks (so they start identical whatever their
+        own seeds); from then on :meth:`fit`
+        gives each rank a disjoint shard of every epoch's shuffled order
+        (``batch_size`` rows per rank per step: the global batch is
+        ``batch_size * size``), averages the gradients over the ranks between
+        backward and the update (:mod:`bpcore.distributed`), and gathers the
+        loss and accuracy from all ranks; :meth:`evaluate` also gathers. Only
+        rank 0 draws progress and logs; write checkpoints from rank 0
+        (``if model.comm.rank == 0: model.save(...)``): they load in a
+        single-process run.
+
+        Parameters
+        ----------
+        comm : bpcore.distributed.Communicator or mpi4py communicator, optional
+            ``MPI.COMM_WORLD`` by default.
+        dtype : {None, "float16", "bfloat16"}
+            Send the gradients in a reduced precision (see
+            :meth:`bpcore.distributed.Communicator.allreduce`).
+
+        Returns
+        -------
+        Model
+            ``self``.
+        """
+        from .distributed import communicator
+
+        if not isinstance(comm, Communicator):
+            comm = communicator(comm)
+        op = "sum" if self.loss.name in _SUM_LOSSES else "mean"
+        sync = comm.grad_transform(op=op, dtype=dtype)
+        scaler = None if self.scaler is None else self.scaler.to_dict()
+        self.params, self.opt_state, self.seed, self.epoch, scaler = comm.bcast(
+            (self.params, self.opt_state, self.seed, self.epoch, scaler)
+        )
+        self.scaler = None if scaler is None else Scaler.from_dict(scaler)
+        self._ref = check_params(self.params)[1]
+        self._step = train_step(self.net, self.loss, self.optimizer, validate=False,
+                                grad_transform=sync)
+        self.comm, self._grad_sync = comm, sync
+        return self
 
     def evaluate(self, X: Any, y: Any) -> dict[str, float | None]:
         """Loss and accuracy on a data set (scaled as the training data were).
@@ -440,13 +494,21 @@ class Model:
     def _train_epoch(self, train: _Prepared, n: int, bar: Any, draw: bool) -> float:
         """One pass of training steps over the epoch's batches; the mean loss."""
         xp, step = self.xp, self._step
-        chunks = [c for c in batch_indices(n, self.batch_size, seed=self.seed, epoch=self.epoch)
-                  if len(c)]
+        shares: list[float] = []
+        if self.comm is None:
+            chunks = [c for c in batch_indices(n, self.batch_size, seed=self.seed,
+                                               epoch=self.epoch) if len(c)]
+        else:  # this rank's shard of each global batch, and its share of the rows
+            parts = shard_batches(n, self.batch_size, rank=self.comm.rank,
+                                  size=self.comm.size, seed=self.seed, epoch=self.epoch)
+            chunks, shares = [p for p, _ in parts], [w for _, w in parts]
         # the whole epoch's order moves to the device once; batches are slices of it
         order = xp.asarray(np.concatenate(chunks), device=self.backend.device)
         params, state = self.params, self.opt_state
         values, sizes, at, shown = [], [], 0, time.perf_counter()
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
+            if shares:
+                self._grad_sync.scale = shares[i]
             idx = order[at:at + len(chunk)]
             at += len(chunk)
             params, state, value = step(
@@ -467,7 +529,17 @@ class Model:
         return value / rows if self.loss.name in _SUM_LOSSES else value
 
     def _mean_loss(self, values: list[Array], sizes: list[int]) -> float:
-        """The per-sample loss over batches of the given sizes (one sync)."""
+        """The per-sample loss over batches of the given sizes (one sync);
+        over every rank's batches when training data-parallel."""
+        if self.comm is not None:
+            num = den = 0.0
+            if values:
+                v = to_numpy(self.xp.stack(values)).astype(np.float64)
+                w = np.asarray(sizes, dtype=np.float64)
+                num = float(v.sum() if self.loss.name in _SUM_LOSSES else (v * w).sum())
+                den = float(w.sum())
+            num, den = self.comm.sum([num, den])
+            return float(num / den) if den else math.nan
         if not values:
             return math.nan
         v = to_numpy(self.xp.stack(values)).astype(np.float64)
@@ -479,8 +551,11 @@ class Model:
     def _evaluate(self, data: _Prepared, *, loss: bool = True) -> dict[str, float | None]:
         xp, n = self.xp, data.x.shape[0]
         values, sizes, correct = [], [], []
-        for a in range(0, n, _CHUNK):
-            b = min(a + _CHUNK, n)  # array-api-strict refuses out-of-range stops
+        first, stop = 0, n
+        if self.comm is not None:  # each rank its own rows; the sums are gathered below
+            first, stop = shard_range(n, rank=self.comm.rank, size=self.comm.size)
+        for a in range(first, stop, _CHUNK):
+            b = min(a + _CHUNK, stop)  # array-api-strict refuses out-of-range stops
             x = data.x[a:b, ...]
             y, _ = self.net.forward(self.params, x, xp=xp)
             if loss:
@@ -491,6 +566,11 @@ class Model:
                     y, data.labels[a:b], threshold=self._threshold(), xp=xp
                 ))
         out: dict[str, float | None] = {"loss": self._mean_loss(values, sizes) if loss else None}
+        if self.comm is not None and data.labels is not None:
+            right = float(np.sum(to_numpy(xp.stack(correct)))) if correct else 0.0
+            right, rows = self.comm.sum([right, stop - first])
+            out["accuracy"] = right / rows if rows else None
+            return out
         out["accuracy"] = (
             float(np.sum(to_numpy(xp.stack(correct)))) / n if correct and n else None
         )
@@ -636,6 +716,22 @@ def _backend(name: str | None, device: Any) -> Backend:
         name = current.name
     with use_backend(name, device) as b:
         return b
+
+
+def _check_ranks_agree(comm: Communicator, n: int) -> None:
+    """Every rank must fit on the same data set (each takes its own shard of it)."""
+    counts = comm.allgather(n)
+    if len(set(counts)) > 1:
+        raise DistributedError(
+            f"data-parallel fit got {counts[comm.rank]} samples on rank {comm.rank} but "
+            f"{counts} across the ranks; give every rank the whole training set (each "
+            "rank takes its own shard of every epoch)"
+        )
+    if n < comm.size:
+        raise DistributedError(
+            f"{n} training samples cannot be shared among {comm.size} ranks; use fewer "
+            "ranks or more data"
+        )
 
 
 def _is_host(x: Any) -> bool:

@@ -473,3 +473,41 @@ def test_nccl_setup_shares_the_unique_id_over_mpi_and_maps_dtypes() -> None:
 def test_abort_on_error_reraises_in_one_process() -> None:
     with pytest.raises(ValueError, match="boom"), dist.abort_on_error():
         raise ValueError("boom")
+
+
+# --------------------------------------------------------------------------
+# Model.distribute: fit on 2 ranks, checkpoint from rank 0
+
+
+def test_model_fit_on_two_ranks_matches_one_process_and_its_checkpoint_loads(
+    tmp_path: Path,
+) -> None:
+    mpirun([sys.executable, str(WORKER), str(tmp_path), "model"])
+    r0, r1 = both(tmp_path, "model")
+    for key in r0:
+        np.testing.assert_array_equal(r0[key], r1[key])
+    h0, h1 = (json.loads((tmp_path / f"model-rank{r}.json").read_text()) for r in (0, 1))
+    assert h0["scores"] == h1["scores"]  # gathered from both ranks
+    # one process, same data, the 2-rank job's global batch (2 x 4 rows)
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((44, mpi_worker.SIZES[0])), rng.integers(0, 3, 44)
+    single = bp.Model(mpi_worker.SIZES, activation="tanh", optimizer="adam", lr=0.01,
+                      batch_size=2 * mpi_worker.BATCH, dtype="float64", seed=3)
+    history = single.fit(X, y, epochs=3, validation_data=(X[:9], y[:9]), progress=False)
+    ref = mpi_worker.flat_params(single.params)
+    for key in ref:
+        np.testing.assert_allclose(r0[key], ref[key], rtol=1e-10, atol=1e-12)
+    for mine, theirs in zip(h0["history"], history):
+        for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert mine[k] == pytest.approx(theirs[k], rel=1e-9)
+    scores = single.evaluate(X, y)
+    assert h0["scores"]["loss"] == pytest.approx(scores["loss"], rel=1e-9)
+    assert h0["scores"]["accuracy"] == scores["accuracy"]
+    # the checkpoint rank 0 wrote is an ordinary single-process checkpoint
+    loaded = bp.Model.load(tmp_path / "model.npz")
+    assert loaded.comm is None and loaded.epoch == 3
+    for key, value in mpi_worker.flat_params(loaded.params).items():
+        np.testing.assert_array_equal(value, r0[key])
+    assert loaded.evaluate(X, y)["loss"] == pytest.approx(scores["loss"], rel=1e-9)
+    loaded.fit(X, y, epochs=1, progress=False)
+    assert loaded.epoch == 4
