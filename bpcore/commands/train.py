@@ -3,7 +3,8 @@
 With no options it runs the default main job: a 64-512-10 ReLU network on
 scikit-learn's bundled digits, on NumPy, and reports the accuracy on the
 held-out test split. Everything else is a flag; ``--save``/``--resume``
-continue a run bit for bit.
+continue a run bit for bit. Launched by ``mpiexec -n N`` it trains
+data-parallel on N ranks (:mod:`bpcore.distributed`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ examples:
                --optimizer sgd --lr 0.1 --batch-size 10 --epochs 5 --save mnist.npz
   bpcore train --resume mnist.npz --save mnist.npz --epochs 10    continue that run
   bpcore train --data my.csv --metrics run.csv   features, then the label, per row
+  mpiexec -n 2 bpcore train                      data-parallel on 2 MPI ranks (needs
+                                                 pip install "bpcore[mpi]")
 
 --layers lists every size, inputs first and outputs last: 64,512,10 for digits
 (64 features, 10 classes). Data sets: digits, xor, patterns, mnist:DIR,
@@ -173,6 +176,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "more, and lose much on a busy machine)",
     )
 
+    parallel = parser.add_argument_group("data-parallel (MPI)")
+    parallel.add_argument(
+        "--distributed", action=argparse.BooleanOptionalAction, default=None,
+        help="train data-parallel over MPI: each rank a shard of every batch of "
+        "--batch-size rows, gradients averaged each step, rank 0 prints and saves "
+        "(default: on when launched by mpiexec with more than one rank)",
+    )
+    parallel.add_argument(
+        "--allreduce-dtype", choices=("float16", "bfloat16"), default=None,
+        help="send the gradients in this precision (default: the parameters' own)",
+    )
+
     out = parser.add_argument_group("output")
     out.add_argument(
         "--save", metavar="PATH", default=None,
@@ -199,8 +214,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train as the flags say; print the result line; return the exit status."""
+    """Train as the flags say; print the result line; return the exit status.
+
+    Under ``mpiexec -n N`` (or with ``--distributed``) every rank runs this
+    same function data-parallel, and an error on any rank aborts the whole
+    job (``MPI_Abort``, exit status 2) instead of leaving the others waiting.
+    """
+    from ..distributed import (
+        DistributedError,
+        abort_on_error,
+        communicator,
+        mpi_available,
+        mpi_world_size,
+    )
+
+    distributed = args.distributed
+    launched = mpi_world_size()
+    if distributed is None:
+        distributed = launched > 1
+        reason = mpi_available() if distributed else None
+        if reason is not None:
+            raise DistributedError(
+                f"bpcore train was launched by MPI with {launched} ranks, but {reason}; "
+                "or pass --no-distributed to run independent copies"
+            )
+    if not distributed:
+        return _train(args, None)
+    comm = communicator()
+    with abort_on_error(comm, code=2):
+        if args.device is None and args.backend in ("cupy", "torch"):
+            args.device = comm.device(args.backend)  # one GPU per local rank
+        return _train(args, comm)
+
+
+def _train(args: argparse.Namespace, comm: Any) -> int:
+    """The training run, on one process or (``comm``) one rank of many."""
     start = time.perf_counter()
+    lead = comm is None or comm.rank == 0  # only rank 0 prints and writes files
     import numpy as np
 
     from ..data import load_dataset, split
@@ -243,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
 
         jax.config.update("jax_enable_x64", True)  # before any JAX array exists
 
-    with log_to_stderr(not args.quiet):
+    with log_to_stderr(not args.quiet and lead):
         model: Model | None = None
         stored: dict[str, Any] = {}
         if args.resume is not None:
@@ -282,6 +332,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             model.extra["run"] = {k: setting[k] for k in (*_RUN_KEYS, "epochs")}
             model.extra["run"]["backend"] = model.backend.name
+            if comm is not None:
+                model.distribute(comm, dtype=args.allreduce_dtype)
+                model.extra["run"]["ranks"] = comm.size
             log.info(
                 "%s: %d train / %d validation / %d test samples, %d features, %s",
                 ds.name, len(parts.X_train), len(parts.X_val), len(parts.X_test),
@@ -296,16 +349,21 @@ def run(args: argparse.Namespace) -> int:
                 setting["batch_size"], model.backend.name, model.dtype, setting["seed"],
                 f", resuming after epoch {model.epoch}" if args.resume else "",
             )
+            if comm is not None:
+                log.info(
+                    "data-parallel on %d MPI ranks: %d rows per rank per step, global batch %d",
+                    comm.size, setting["batch_size"], comm.size * setting["batch_size"],
+                )
 
             callbacks = []
-            if args.save is not None:
+            if args.save is not None and lead:
                 save_to = args.save
 
                 def save(m: Model, record: dict[str, Any]) -> None:
                     m.save(save_to, overwrite=True)
 
                 callbacks.append(save)
-            if args.metrics is not None:
+            if args.metrics is not None and lead:
                 metrics_to = args.metrics
 
                 def metrics(m: Model, record: dict[str, Any]) -> None:
@@ -322,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
                 parts.X_train, parts.y_train, epochs=remaining, validation_data=validation,
                 progress=False if args.quiet else None, callbacks=callbacks,
             )
-            if args.save is not None and remaining == 0:
+            if args.save is not None and remaining == 0 and lead:
                 model.save(args.save, overwrite=True)
 
             which, X_eval, y_eval = "test", parts.X_test, parts.y_test
@@ -341,19 +399,22 @@ def run(args: argparse.Namespace) -> int:
                 correct = int(np.count_nonzero(model.predict(X_eval) == labels))
 
         elapsed = time.perf_counter() - start
-        if args.metrics is not None:
+        if args.metrics is not None and lead:
             write_metrics(model.history, args.metrics, extra={
                 which: scores, "run": model.extra["run"], "backend": model.backend.name,
                 "seconds": elapsed,
             })
-        if args.plot is not None:
+        if args.plot is not None and lead:
             plot_history(
                 model.history, args.plot,
                 title=f"{'-'.join(map(str, setting['layers']))} on {ds.name} "
                 f"({model.backend.name})",
             )
 
-    where = f"on {ds.name} — {model.backend.name}, {elapsed:.1f} s"
+    if not lead:
+        return 0
+    ranks = f", {comm.size} ranks" if comm is not None else ""
+    where = f"on {ds.name} — {model.backend.name}{ranks}, {elapsed:.1f} s"
     if correct is not None:
         n = len(X_eval)
         print(f"{which} accuracy {100 * correct / n:.1f}% ({correct}/{n}) {where}")
