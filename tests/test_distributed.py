@@ -511,3 +511,50 @@ def test_model_fit_on_two_ranks_matches_one_process_and_its_checkpoint_loads(
     assert loaded.evaluate(X, y)["loss"] == pytest.approx(scores["loss"], rel=1e-9)
     loaded.fit(X, y, epochs=1, progress=False)
     assert loaded.epoch == 4
+
+
+# --------------------------------------------------------------------------
+# bpcore train under mpiexec
+
+
+def test_mpiexec_bpcore_train_is_data_parallel_and_rank_0_saves(tmp_path: Path) -> None:
+    ck, metrics = tmp_path / "run.npz", tmp_path / "run.csv"
+    done = mpirun([sys.executable, "-m", "bpcore", "train", "--epochs", "2", "--layers",
+                   "64,32,10", "--save", str(ck), "--metrics", str(metrics)], cwd=tmp_path)
+    results = [line for line in done.stdout.splitlines() if "accuracy" in line]
+    assert len(results) == 1, done.stdout  # printed by rank 0 only
+    assert "2 ranks" in results[0]
+    assert done.stderr.count("data-parallel on 2 MPI ranks") == 1  # logged by rank 0 only
+    assert done.stderr.count("epoch 2/2") == 1
+    assert metrics.exists()
+    model = bp.Model.load(ck)  # a single-process run loads the 2-rank checkpoint
+    assert model.epoch == 2 and model.extra["run"]["ranks"] == 2
+    single = subprocess.run(
+        [sys.executable, "-m", "bpcore", "train", "--resume", str(ck), "--save", str(ck),
+         "--epochs", "3", "--quiet"],
+        capture_output=True, text=True, timeout=TIMEOUT, env=_env(), cwd=tmp_path,
+    )
+    assert single.returncode == 0, single.stderr
+    assert "test accuracy" in single.stdout and "ranks" not in single.stdout
+    assert bp.Model.load(ck).epoch == 3
+
+
+def test_mpiexec_bpcore_train_error_exits_nonzero_with_the_message(tmp_path: Path) -> None:
+    done = mpirun([sys.executable, "-m", "bpcore", "train", "--layers", "5,8,10"],
+                  timeout=60, check=False, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "error on rank" in done.stderr and "--layers starts with 5" in done.stderr
+
+
+def test_launched_under_mpi_without_mpi4py_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bpcore.cli import main
+
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setattr(dist, "mpi_available", lambda: "mpi4py is not installed; install "
+                        f"it with: {dist._INSTALL}")
+    assert main(["train", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "launched by MPI with 2 ranks" in err and "bpcore[mpi]" in err
+    assert "--no-distributed" in err
