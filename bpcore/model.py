@@ -317,7 +317,8 @@ class Model:
         loss and accuracy from all ranks; :meth:`evaluate` also gathers. Only
         rank 0 draws progress and logs; write checkpoints from rank 0
         (``if model.comm.rank == 0: model.save(...)``): they load in a
-        single-process run.
+        single-process run. ``fit`` callbacks run on every rank; one that stops
+        training must decide alike on all (e.g. from the gathered metrics).
 
         Parameters
         ----------

@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         mpi_world_size,
     )
 
-    distributed = args.distributed
+    distributed = getattr(args, "distributed", None)
     launched = mpi_world_size()
     if distributed is None:
         distributed = launched > 1
@@ -333,7 +333,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             model.extra["run"] = {k: setting[k] for k in (*_RUN_KEYS, "epochs")}
             model.extra["run"]["backend"] = model.backend.name
             if comm is not None:
-                model.distribute(comm, dtype=args.allreduce_dtype)
+                model.distribute(comm, dtype=getattr(args, "allreduce_dtype", None))
                 model.extra["run"]["ranks"] = comm.size
             log.info(
                 "%s: %d train / %d validation / %d test samples, %d features, %s",
