@@ -73,6 +73,23 @@ def require_mpi() -> str:
     return str(_mpiexec())
 
 
+_FLAGS: list[list[str]] = []
+
+
+def _launcher_flags() -> list[str]:
+    """Open MPI's mpiexec wants leave to oversubscribe cores (and to run as root)."""
+    if not _FLAGS:
+        version = subprocess.run([require_mpi(), "--version"], capture_output=True,
+                                 text=True, timeout=30)
+        flags = []
+        if "open mpi" in (version.stdout + version.stderr).lower():
+            flags.append("--oversubscribe")
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                flags.append("--allow-run-as-root")
+        _FLAGS.append(flags)
+    return _FLAGS[0]
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in dist.MPI_SIZE_VARIABLES and not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
@@ -85,7 +102,7 @@ def _env() -> dict[str, str]:
 def mpirun(args: list[str], n: int = 2, timeout: float = TIMEOUT,
            check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``mpiexec -n {n} ARGS``, with a timeout; on failure the ranks' output is shown."""
-    cmd = [require_mpi(), "-n", str(n), *args]
+    cmd = [require_mpi(), "-n", str(n), *_launcher_flags(), *args]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env=_env(), cwd=cwd)
