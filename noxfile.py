@@ -12,9 +12,10 @@ CPU_BACKENDS = ["torch==2.13.0", "jax[cpu]"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite on every CPU backend (numpy, array_api_strict, torch, jax)."""
+    """The test suite on every CPU backend (numpy, array_api_strict, torch, jax),
+    with MPI for the 2-rank data-parallel tests."""
     session.install(*CPU_BACKENDS)
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,mpi]")
     session.run("python", "-m", "pytest", *session.posargs)
 
 
