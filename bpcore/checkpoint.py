@@ -300,7 +300,7 @@ def _encode(tree: Any, key: str, arrays: dict[str, np.ndarray], target: Path) ->
             _encode(v, f"{key}/{i}", arrays, target) for i, v in enumerate(tree)
         ]}
     if array_api_compat.is_array_api_obj(tree):
-        host = np.ascontiguousarray(to_numpy(tree))
+        host = np.asarray(to_numpy(tree), order="C")  # (ascontiguousarray makes 0-D 1-D)
         arrays[key] = host
         return {"type": "array", "key": key, "shape": list(host.shape), "dtype": host.dtype.name}
     raise CheckpointError(
