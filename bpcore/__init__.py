@@ -20,6 +20,7 @@ from .backend import (
     to_numpy,
     use_backend,
 )
+from .compile import compile
 from .errors import (
     BackendError,
     BackendMismatchError,
@@ -77,6 +78,7 @@ __all__ = [
     "backends",
     "binary_cross_entropy",
     "checks",
+    "compile",
     "dense",
     "from_config",
     "gelu",

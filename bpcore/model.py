@@ -111,6 +111,14 @@ class Model:
         (:func:`bpcore.data.batch_indices`).
     scaling : str
         Feature scaling fitted on the training data: ``standard``, ``minmax`` or ``none``.
+    compile : bool
+        Train with the compiled step of :func:`bpcore.compile` (``jax.jit`` on
+        JAX, ``torch.compile`` on PyTorch, the fused in-place step on NumPy;
+        the eager step, with a warning, elsewhere). Each new batch shape
+        compiles once (the last, smaller batch of an epoch too); the results
+        are those of the eager step to rounding. The step updates the
+        parameter arrays in place (NumPy, PyTorch) or donates them (JAX):
+        use :attr:`params` after ``fit``, not arrays taken from it before.
 
     Attributes
     ----------
@@ -154,6 +162,7 @@ class Model:
         dtype: str = "float32",
         seed: int = 0,
         scaling: str = "standard",
+        compile: bool = False,
     ) -> None:
         if isinstance(layers, Layer):
             self.net = layers
@@ -218,8 +227,10 @@ class Model:
         #: Free JSON-able data saved with the model (``bpcore train`` keeps its
         #: run settings here, so ``--resume`` can check them).
         self.extra: dict[str, Any] = {}
-        self._step = train_step(self.net, self.loss, self.optimizer, validate=False)
-        self._ref = check_params(self.params)[1]
+        #: Whether training runs the compiled step (:func:`bpcore.compile`).
+        self.compiled = bool(compile)
+        self._step = self._make_step()
+        check_params(self.params)
         #: The MPI communicator of data-parallel training (:meth:`distribute`), else None.
         self.comm: Communicator | None = None
         self._grad_sync: Any = None
@@ -344,9 +355,8 @@ class Model:
             (self.params, self.opt_state, self.seed, self.epoch, scaler)
         )
         self.scaler = None if scaler is None else Scaler.from_dict(scaler)
-        self._ref = check_params(self.params)[1]
-        self._step = train_step(self.net, self.loss, self.optimizer, validate=False,
-                                grad_transform=sync)
+        check_params(self.params)
+        self._step = self._make_step(sync)
         self.comm, self._grad_sync = comm, sync
         return self
 
@@ -405,10 +415,11 @@ class Model:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], backend: str | None = None, device: Any = None
+        cls, path: str | os.PathLike[str], backend: str | None = None, device: Any = None,
+        *, compile: bool = False,
     ) -> Model:
         """Rebuild a model from :meth:`save`'s checkpoint, on ``backend`` (the
-        current default if omitted) and ``device``.
+        current default if omitted) and ``device``; ``compile`` as for :class:`Model`.
 
         Raises
         ------
@@ -429,13 +440,14 @@ class Model:
                 dtype=ck.dtype,
                 seed=int(meta.get("seed", 0)),
                 scaling=str(meta.get("scaling", "standard")),
+                compile=compile,
             )
         except (ValueError, TypeError) as exc:
             from .errors import CheckpointError
 
             raise CheckpointError(f"{path}: cannot rebuild the model it stores ({exc})") from None
         model.params, model.opt_state, model.epoch = ck.params, ck.opt_state, ck.epoch
-        model._ref = check_params(model.params)[1]
+        check_params(model.params)
         model.history = [dict(r) for r in meta.get("history", [])]
         if meta.get("scaler") is not None:
             model.scaler = Scaler.from_dict(meta["scaler"])
@@ -455,6 +467,23 @@ class Model:
 
     # ------------------------------------------------------------------
     # one epoch
+
+    @property
+    def _ref(self) -> Array:
+        """A current parameter array: data must match its backend, device and dtype
+        (looked up each time: a compiled JAX step deletes the arrays it was given)."""
+        return check_params(self.params)[1]
+
+    def _make_step(self, grad_transform: Any = None) -> Any:
+        """The training step: eager, or compiled with :func:`bpcore.compile` (the data
+        set is validated once by :meth:`fit`, so neither checks batches)."""
+        if self.compiled:
+            from .compile import compile as compile_step
+
+            return compile_step(self.net, self.loss, self.optimizer, validate=False,
+                                grad_transform=grad_transform)
+        return train_step(self.net, self.loss, self.optimizer, validate=False,
+                          grad_transform=grad_transform)
 
     def _epoch(
         self, train: _Prepared, val: _Prepared | None, n: int, last: int, draw: bool
@@ -515,6 +544,9 @@ class Model:
             params, state, value = step(
                 params, state, xp.take(train.x, idx, axis=0), xp.take(train.t, idx, axis=0)
             )
+            # kept current at every step: a compiled step consumes the arrays it is
+            # given, so an interrupted epoch must not leave the model holding them
+            self.params, self.opt_state = params, state
             values.append(value)
             sizes.append(len(chunk))
             if draw:

@@ -175,6 +175,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {DEFAULTS['threads']}: mini-batch products are too small to gain from "
         "more, and lose much on a busy machine)",
     )
+    where.add_argument(
+        "--compile", action="store_true",
+        help="train with the compiled step (bpcore.compile): jax.jit on jax, torch.compile "
+        "on torch, the fused in-place step on numpy; each batch shape compiles once",
+    )
 
     parallel = parser.add_argument_group("data-parallel (MPI)")
     parallel.add_argument(
@@ -298,11 +303,12 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         stored: dict[str, Any] = {}
         if args.resume is not None:
             model = Model.load(args.resume, backend=args.backend or DEFAULTS["backend"],
-                               device=args.device)
+                               device=args.device, compile=getattr(args, "compile", False))
             stored = dict(model.extra.get("run") or {})
             if args.backend is None and stored.get("backend", "numpy") != model.backend.name:
                 # resume where the run was trained
-                model = Model.load(args.resume, backend=stored["backend"], device=args.device)
+                model = Model.load(args.resume, backend=stored["backend"], device=args.device,
+                                   compile=getattr(args, "compile", False))
             _check_resume(args, stored, model)
 
         setting = _settings(args, stored, model)
@@ -329,6 +335,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
                     weight_decay=setting["weight_decay"], batch_size=setting["batch_size"],
                     backend=backend, device=args.device, dtype=setting["dtype"],
                     seed=setting["seed"], scaling=setting["scaling"],
+                    compile=getattr(args, "compile", False),
                 )
             model.extra["run"] = {k: setting[k] for k in (*_RUN_KEYS, "epochs")}
             model.extra["run"]["backend"] = model.backend.name
