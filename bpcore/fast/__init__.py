@@ -8,7 +8,8 @@ activations, gradients), so it may compute activations in place, fuse the
 loss with its gradient, and reuse a gradient's buffer for the update.
 
 :func:`fast_module` picks the module of fast kernels for a namespace
-(NumPy: :mod:`bpcore.fast.numpy`) or ``None``, in which case callers use the
+(NumPy: :mod:`bpcore.fast.numpy`; CuPy: :mod:`bpcore.fast.cupy`, fused CUDA
+kernels, not yet verified on a GPU) or ``None``, in which case callers use the
 portable kernels; :func:`fused_step` builds a fused training step where the
 network, loss and optimizer are all ones the fast module knows. Every fast
 kernel is tested against its portable twin on the same inputs
@@ -43,6 +44,8 @@ def fast_module(xp: ModuleType) -> ModuleType | None:
     """
     if array_api_compat.is_numpy_namespace(xp):
         return importlib.import_module(".numpy", __name__)
+    if array_api_compat.is_cupy_namespace(xp):
+        return importlib.import_module(".cupy", __name__)
     return None
 
 
