@@ -22,6 +22,14 @@ Peers (the same arithmetic from the same initial weights, see
   parameters and optimizer state donated;
 * ``gemm-floor-<lib>``: only the step's matrix products, into preallocated
   outputs: the physical limit no step can beat.
+
+bpcore's compiled rows run the step of :func:`bpcore.compile` (the same
+portable kernels): ``bpcore-jax-compiled`` (``jax.jit``, params and state
+donated), ``bpcore-torch-compiled`` (``torch.compile``) and
+``bpcore-numpy-fused`` (NumPy's fused in-place step behind the same API).
+Their ``compile_s`` is reported apart from the step time: the seconds of the
+calls that compiled (each includes running that one step, as the ``jax-jit``
+peer's does).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from .workloads import Workload, gemm_products, host_batch, host_params
 
 __all__ = [
     "BACKEND_ROWS",
+    "COMPILED_ROWS",
     "PEER_ROWS",
     "ROWS",
     "Row",
@@ -76,6 +85,9 @@ ROWS: dict[str, Row] = {
         Row("bpcore-cupy", "bpcore", "cupy", "cupy", ("gpu",)),
         Row("bpcore-array_api_strict", "bpcore", "array_api_strict", "array_api_strict",
             ("cpu",), max_batch=64),
+        Row("bpcore-jax-compiled", "bpcore", "jax", "jax-compiled", ("cpu", "gpu")),
+        Row("bpcore-torch-compiled", "bpcore", "torch", "torch-compiled", ("cpu", "gpu")),
+        Row("bpcore-numpy-fused", "bpcore", "numpy", "numpy-fused", ("cpu",)),
         Row("numpy-handwritten", "peer", "numpy", "handwritten", ("cpu",)),
         Row("torch-eager", "peer", "torch", "torch-eager", ("cpu", "gpu")),
         Row("torch-compile", "peer", "torch", "torch-compile", ("cpu", "gpu")),
@@ -86,7 +98,10 @@ ROWS: dict[str, Row] = {
     )
 }
 #: Names ``--backends`` accepts (bpcore's backends).
-BACKEND_ROWS = ("numpy", "torch", "jax", "cupy", "array_api_strict")
+BACKEND_ROWS = ("numpy", "torch", "jax", "cupy", "array_api_strict",
+                "jax-compiled", "torch-compiled", "numpy-fused")
+#: The ``--backends`` names of the compiled rows (:func:`bpcore.compile`).
+COMPILED_ROWS = ("jax-compiled", "torch-compiled", "numpy-fused")
 #: Names ``--peers`` accepts.
 PEER_ROWS = ("handwritten", "torch-eager", "torch-compile", "jax-jit", "floor")
 #: The floor each row's fraction of the GEMM floor is measured against.
@@ -218,7 +233,8 @@ def _bpcore_optimizer(workload: Workload) -> Any:
 
 
 def _bpcore(
-    backend: str, workload: Workload, batch: int, dtype: str, device: str, *, inplace: bool
+    backend: str, workload: Workload, batch: int, dtype: str, device: str, *, inplace: bool,
+    compiled: bool = False,
 ) -> Runner:
     import array_api_compat.numpy as np_xp
 
@@ -255,7 +271,13 @@ def _bpcore(
     x = bp.to_backend(x_host, backend, device=target)
     t = bp.to_backend(t_host, backend, device=target)
     state = opt.init(params)
-    step = bp.train_step(net, "softmax_cross_entropy", opt, validate=False, inplace=inplace)
+    extra: dict[str, Any] = {}
+    if compiled:
+        step, params, state, extra = _compile(bp, backend, net, opt, params, state, x, t)
+    else:
+        step = bp.train_step(net, "softmax_cross_entropy", opt, validate=False, inplace=inplace)
+        mode = "inplace=True" if inplace else "functional (default)"
+        extra["train_step"] = f"validate=False, {mode}"
     box = [params, state]
 
     if backend == "jax":
@@ -277,8 +299,33 @@ def _bpcore(
         def run() -> None:
             box[0], box[1], _ = step(box[0], box[1], x, t)
 
-    mode = "inplace=True" if inplace else "functional (default)"
-    return Runner(run, device_name(device), {"train_step": f"validate=False, {mode}"})
+    if backend == "torch":
+        import torch
+
+        extra["threads"] = torch.get_num_threads()
+    return Runner(run, device_name(device), extra)
+
+
+def _compile(
+    bp: Any, backend: str, net: Any, opt: Any, params: Any, state: Any, x: Any, t: Any
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``bpcore.compile``'s step, compiled now (outside the timing): the first
+    calls compile (PyTorch once more when Adam's step count first changes)."""
+    step = bp.compile(net, "softmax_cross_entropy", opt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):  # until the compiled step has settled
+            params, state, _ = step(params, state, x, t)
+    method = step.methods.get(backend, "")
+    if method.startswith("eager"):
+        raise Unavailable(f"bpcore.compile ran eagerly: {method.removeprefix('eager: ')}")
+    extra: dict[str, Any] = {"train_step": f"bpcore.compile: {method}"}
+    if step.compile_seconds:
+        extra["compile_s"] = round(sum(step.compile_seconds.values()), 2)
+        extra["compiles"] = sum(step.compiles.values())
+    if any("donated" in str(w.message) for w in caught):
+        extra["donation"] = "not used by this jax backend"
+    return step, params, state, extra
 
 
 # --------------------------------------------------------------------------
@@ -590,7 +637,8 @@ def build(row: str, workload: Workload, batch: int, dtype: str, device: str) -> 
         return _floor(spec.library, workload, batch, dtype, device)
     if spec.kind == "bpcore":
         return _bpcore(spec.library, workload, batch, dtype, device,
-                       inplace=not row.endswith("-functional"))
+                       inplace=not row.endswith("-functional"),
+                       compiled=spec.select in COMPILED_ROWS)
     if row == "numpy-handwritten":
         return _handwritten(workload, batch, dtype)
     if row in ("torch-eager", "torch-compile"):
