@@ -378,6 +378,98 @@ def test_host_softmax_ce_matches_portable(host_kernels: ctypes.CDLL, real: str) 
 
 
 # --------------------------------------------------------------------------
+# the fused CuPy step's control flow, on the CPU: NumPy stands in for CuPy and
+# the host-compiled kernel bodies for the CUDA kernels
+
+
+class _HostKernel:
+    """Called as CuPy calls a kernel: elementwise ``k(*ins, *outs)`` (returns
+    the output(s)); raw ``k(grid, block, args, shared_mem=...)``."""
+
+    def __init__(self, lib: ctypes.CDLL, name: str, real: str) -> None:
+        self.lib, self.name, self.real = lib, name, real
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        src = fcp.KERNELS[self.name]
+        if src.kind == "raw":
+            (batch,), _, (z, labels, out, rows, b, k) = args
+            assert labels.dtype == np.int64 and kwargs["shared_mem"] > 0
+            getattr(self.lib, f"run_softmax_ce_{self.real}")(
+                *(ctypes.c_void_p(a.ctypes.data) for a in (z, labels, out, rows)),
+                ctypes.c_int(int(b)), ctypes.c_int(int(k)),
+            )
+            return None
+        arrays = [a for a in args if isinstance(a, np.ndarray) and a.ndim > 0]
+        real = "float" if arrays[0].dtype == np.float32 else "double"
+        outs = args[len(_params(src.in_params)):]
+        size = max(a.size for a in outs)
+        _call(self.lib, self.name, real, size, *args)
+        return outs[0] if len(outs) == 1 else outs
+
+
+@pytest.fixture
+def emulated(host_kernels: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch) -> None:
+    import array_api_compat.numpy as np_xp
+
+    monkeypatch.setattr(fcp, "_cupy", lambda: np)
+    monkeypatch.setattr(fcp, "_array_api", lambda: np_xp)
+    monkeypatch.setattr(
+        fcp, "get_kernel", lambda name, real="float": _HostKernel(host_kernels, name, real)
+    )
+
+
+def _batch(labels: bool) -> tuple[np.ndarray, np.ndarray]:
+    x = _rand((10, 6), "float32")
+    if labels:
+        return x, np.arange(10) % 4
+    return x, _rand((10, 4), "float32", seed=5, scale=0.5)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize(
+    "net_spec,loss_name,opt",
+    [
+        ("sigmoid", "softmax_cross_entropy", bp.adam(0.01)),
+        ("tanh", "softmax_cross_entropy", bp.sgd(0.1, 0.9, nesterov=True, weight_decay=0.01)),
+        ("relu", "softmax_cross_entropy", bp.adamw(0.01)),
+        ("relu", "mse", bp.sgd(0.1)),
+        ("lone-tanh", "half_sse", bp.momentum(0.05)),
+    ],
+    ids=["sigmoid-ce-adam", "tanh-ce-nesterov", "relu-ce-adamw", "relu-mse-sgd", "lone-act"],
+)
+def test_emulated_fused_step_matches_portable(
+    emulated: None, net_spec: str, loss_name: str, opt: Any, inplace: bool
+) -> None:
+    if net_spec == "lone-tanh":  # an activation that follows no dense layer
+        net = bp.sequential(bp.tanh(), bp.dense(6, 9), bp.relu(), bp.dense(9, 4), bp.sigmoid())
+    else:
+        net = bp.mlp([6, 9, 4], net_spec)
+    loss = bp.get_loss(loss_name)
+    step = fcp.build_step(net, loss, opt, inplace=inplace)
+    assert step is not None
+    portable = bp.train_step(net, loss, opt, fast=False)
+    x, t = _batch(loss_name == "softmax_cross_entropy")
+    x_before = x.copy()
+    params = net.init(0)
+    ref_p, ref_s = params, opt.init(params)
+    own = tree_map(lambda a: a.copy(), params)
+    got_p, got_s = own, opt.init(own)
+    snapshot = tree_map(lambda a: a.copy(), own)
+    for _ in range(3):
+        ref_p, ref_s, ref_v = portable(ref_p, ref_s, x, t)
+        got_p, got_s, got_v = step(got_p, got_s, x, t)
+        np.testing.assert_allclose(float(got_v), float(ref_v), **TOL["float32"])
+    np.testing.assert_array_equal(x, x_before)
+    for a, b in zip(got_p, ref_p):
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], **TOL["float32"])
+    if not inplace:  # nothing passed in was modified
+        for a, b in zip(own, snapshot):
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
+# --------------------------------------------------------------------------
 # on a GPU: the compiled kernels against the portable ones
 
 

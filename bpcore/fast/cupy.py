@@ -204,6 +204,13 @@ def _cupy() -> Any:
     return cupy
 
 
+def _array_api() -> Any:
+    """CuPy's Array API namespace (the portable kernels' ``xp`` on this path)."""
+    import array_api_compat.cupy
+
+    return array_api_compat.cupy
+
+
 @functools.cache
 def get_kernel(name: str, real: str = "float") -> Any:
     """The compiled CuPy kernel ``name`` (built on first use; needs CuPy and CUDA).
@@ -338,8 +345,7 @@ def build_step(
     builtin_losses = {lo.fn for lo in losses_mod.LOSSES.values()}
     if ops is None or loss.fn not in builtin_losses:
         return None
-    import array_api_compat.cupy as xp_cupy
-
+    xp_cupy = _array_api()
     cp = _cupy()
     fused_ce = loss.fn is losses_mod.softmax_cross_entropy.fn
     loss_fn, update = loss.fn, optimizer.update
