@@ -392,7 +392,8 @@ class _HostKernel:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         src = fcp.KERNELS[self.name]
         if src.kind == "raw":
-            (batch,), _, (z, labels, out, rows, b, k) = args
+            (grid,), (threads,), (z, labels, out, rows, b, k) = args
+            assert grid == int(b) and threads & (threads - 1) == 0  # one block per row
             assert labels.dtype == np.int64 and kwargs["shared_mem"] > 0
             getattr(self.lib, f"run_softmax_ce_{self.real}")(
                 *(ctypes.c_void_p(a.ctypes.data) for a in (z, labels, out, rows)),
