@@ -375,6 +375,9 @@ def test_host_softmax_ce_matches_portable(host_kernels: ctypes.CDLL, real: str) 
     alias = z.copy()  # dz may be z itself
     run(alias, alias)
     np.testing.assert_array_equal(alias, dz)
+    labels[1] = 7  # out of range: NaN for that row, no read outside it
+    run(z, dz)
+    assert np.isnan(rows[1]) and np.isfinite(np.delete(rows, 1)).all()
 
 
 # --------------------------------------------------------------------------

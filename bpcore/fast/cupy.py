@@ -131,11 +131,12 @@ extern "C" __global__ void softmax_ce_labels_REAL(
     if (row >= batch) { return; }
     const int tid = threadIdx.x;
     const int nt = blockDim.x;
-    const REAL* zr = z + (size_t)row * k;
-    REAL* dr = dz + (size_t)row * k;
+    const REAL* zr = z + (long long)row * k;
+    REAL* dr = dz + (long long)row * k;
 
     // log-sum-exp: shift by the row maximum so exp never overflows.
-    REAL m = -INFINITY;
+    // Start from the row's first logit (k >= 1): no INFINITY macro under NVRTC.
+    REAL m = zr[0];
     for (int j = tid; j < k; j += nt) { m = fmax(m, zr[j]); }
     sh[tid] = m;
     __syncthreads();
@@ -148,7 +149,8 @@ extern "C" __global__ void softmax_ce_labels_REAL(
 
     const long long lab = labels[row];
     const bool ok = lab >= 0 && lab < k;
-    REAL picked = ok ? zr[lab] - m : (REAL)NAN;
+    const REAL zero = 0;
+    REAL picked = ok ? zr[lab] - m : zero / zero;  // a bad label gives NaN, not a stray read
 
     REAL total = 0;
     for (int j = tid; j < k; j += nt) { total += exp(zr[j] - m); }
