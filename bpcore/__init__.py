@@ -48,6 +48,7 @@ from .layers import (
     tanh,
 )
 from .losses import Loss, binary_cross_entropy, get_loss, half_sse, mse, softmax_cross_entropy
+from .mixed import mixed_precision_step
 from .model import Model
 from .optim import Optimizer, adam, adamw, get_optimizer, momentum, sgd
 from .step import predict, train_step, value_and_grad
@@ -91,6 +92,7 @@ __all__ = [
     "layers",
     "leaky_relu",
     "losses",
+    "mixed_precision_step",
     "mlp",
     "momentum",
     "mse",
