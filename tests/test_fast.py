@@ -314,6 +314,8 @@ def test_fast_module_dispatch(xp: ModuleType) -> None:
     module = fast.fast_module(xp)
     if bp.backend.backend_name(xp) == "numpy":
         assert module is fnp
+    elif bp.backend.backend_name(xp) == "cupy":
+        assert module is not None and module.__name__ == "bpcore.fast.cupy"
     else:
         assert module is None  # portable kernels everywhere else
     net = bp.mlp([3, 4, 2], "relu")
