@@ -2,8 +2,12 @@
 
 **Status: written without a GPU.** The kernels' arithmetic has been checked on
 the CPU by compiling their bodies with a host C++ compiler against the
-portable kernels (``tests/test_fast_cupy.py``); they have not yet been
-compiled by NVRTC or run on a device. The ``gpu`` tests in that file do that.
+portable kernels, and :func:`build_step`'s control flow by running it with
+NumPy standing in for CuPy and those host-compiled bodies for the kernels
+(``tests/test_fast_cupy.py``). They have not yet been compiled by NVRTC or
+run on a device (nor the raw kernel's block-wide reductions with more than
+one thread): the ``gpu`` tests in that file do that. Not here yet: one update
+kernel over all parameters at once, and CUDA-graph capture of the step.
 
 What is here, each with the formulas and operation order of its portable
 twin (:mod:`bpcore.layers.activations`, :mod:`bpcore.losses`,
