@@ -60,7 +60,7 @@ def test_dispatch_never_picks_cupy_on_cpu_backends(xp: ModuleType) -> None:
     if array_api_compat.is_numpy_namespace(xp):
         assert module is not None and module.__name__ == "bpcore.fast.numpy"
     elif array_api_compat.is_cupy_namespace(xp):
-        assert module is fcp
+        assert module is (fcp if fast.cupy_fast_enabled() else None)
     else:
         assert module is None
         net = bp.mlp([4, 5, 3], "relu")
@@ -69,7 +69,7 @@ def test_dispatch_never_picks_cupy_on_cpu_backends(xp: ModuleType) -> None:
 
 
 def test_cpu_backends_run_the_portable_step(xp: ModuleType) -> None:
-    if array_api_compat.is_cupy_namespace(xp):
+    if array_api_compat.is_cupy_namespace(xp) and fast.cupy_fast_enabled():
         pytest.skip("CuPy runs the fused step (see the gpu tests)")
     net = bp.mlp([4, 5, 3], "tanh")
     opt = bp.momentum(0.1)
@@ -91,6 +91,9 @@ def test_dispatch_picks_cupy_module_for_cupy_namespace(monkeypatch: pytest.Monke
     monkeypatch.setattr(
         array_api_compat, "is_cupy_namespace", lambda xp: xp is sentinel
     )
+    monkeypatch.delenv("BPCORE_CUPY_FAST", raising=False)
+    assert fast.fast_module(sentinel) is None  # unverified on a GPU: opt-in only
+    monkeypatch.setenv("BPCORE_CUPY_FAST", "1")
     assert fast.fast_module(sentinel) is fcp
     for name in ("sgd_leaf", "adam_leaf", "build_step"):  # what bpcore.fast and optim call
         assert callable(getattr(fcp, name))
