@@ -100,6 +100,7 @@ def test_plot_and_markdown_are_written(tiny_run: dict[str, Any]) -> None:
         (["--dtype", "float16"], "--dtype"),
         (["--max-time", "soon"], "--max-time"),
         (["--threads", "two"], "--threads"),
+        (["--bogus"], "--bogus"),
         (["--sizes"], "--sizes"),  # argparse: expected one argument
     ],
 )

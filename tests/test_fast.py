@@ -292,6 +292,60 @@ def test_inplace_step_writes_into_the_callers_arrays() -> None:
     assert not np.array_equal(W, W0)
 
 
+@pytest.mark.parametrize("make_opt", [lambda: bp.adam(0.01), lambda: bp.momentum(0.1)],
+                         ids=["adam", "momentum"])
+def test_inplace_step_reuses_buffers_across_batch_sizes(make_opt: Any) -> None:
+    # the fused step keeps its activations and gradients in buffers between calls;
+    # changing the batch size (a last, smaller batch) must not mix them up.
+    net = bp.mlp([5, 8, 8, 3], "relu")
+    opt = make_opt()
+    rng = np.random.default_rng(3)
+    batches = [(rng.standard_normal((b, 5)), rng.integers(0, 3, b)) for b in (6, 6, 2, 6, 1)]
+    out = {}
+    for mode in ("portable", "inplace"):
+        params = net.init(0, xp=np_xp, dtype="float64")
+        state = opt.init(params)
+        step = bp.train_step(net, "softmax_cross_entropy", opt,
+                             fast=mode != "portable", inplace=mode == "inplace")
+        values = []
+        for x, t in batches:
+            params, state, value = step(params, state, x, t)
+            values.append(float(value))
+        out[mode] = (params, state, values)
+    _assert_tree_close(out["inplace"][0], out["portable"][0], "float64")
+    _assert_tree_close(out["inplace"][1], out["portable"][1], "float64")
+    np.testing.assert_allclose(out["inplace"][2], out["portable"][2], rtol=1e-12)
+
+
+def test_fused_step_is_safe_to_share_between_threads() -> None:
+    import threading
+
+    net = bp.mlp([5, 16, 3], "sigmoid")
+    opt = bp.adam(0.01)
+    step = bp.train_step(net, "softmax_cross_entropy", opt, inplace=True)
+    rng = np.random.default_rng(4)
+    data = [(rng.standard_normal((8, 5)), rng.integers(0, 3, 8)) for _ in range(2)]
+
+    def train(i: int, results: dict[int, Any]) -> None:
+        params = net.init(i, xp=np_xp, dtype="float64")
+        state = opt.init(params)
+        for _ in range(30):
+            params, state, _ = step(params, state, *data[i])
+        results[i] = params
+
+    threaded: dict[int, Any] = {}
+    threads = [threading.Thread(target=train, args=(i, threaded)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    alone: dict[int, Any] = {}
+    for i in range(2):
+        train(i, alone)
+    for i in range(2):
+        _assert_tree_equal(threaded[i], alone[i])
+
+
 def test_default_step_on_a_fusable_net_is_functional() -> None:
     net = bp.mlp([4, 6, 3], "sigmoid")
     opt = bp.momentum(0.1)

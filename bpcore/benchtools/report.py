@@ -176,9 +176,28 @@ def markdown(data: dict[str, Any], skipped: list[dict[str, Any]] | None = None,
     return "\n".join(out) + "\n"
 
 
+#: Colour and line style of each row in the plot (others get the next free colour).
+_STYLE = {
+    "bpcore-numpy": ("tab:orange", "-", 2.8),
+    "bpcore-numpy-functional": ("tab:orange", "--", 1.4),
+    "numpy-handwritten": ("tab:blue", "-", 2.0),
+    "torch-eager": ("tab:red", "-", 1.6),
+    "torch-compile": ("tab:red", ":", 1.6),
+    "jax-jit": ("tab:green", "-", 1.4),
+    "bpcore-torch": ("tab:purple", "-", 1.2),
+    "bpcore-jax": ("tab:olive", "-", 1.2),
+    "bpcore-cupy": ("tab:cyan", "-", 1.2),
+    "bpcore-array_api_strict": ("tab:gray", "-", 1.0),
+    "gemm-floor-numpy": ("black", "--", 1.4),
+    "gemm-floor-torch": ("black", ":", 1.4),
+    "gemm-floor-cupy": ("black", "-.", 1.4),
+}
+
+
 def plot(data: dict[str, Any], path: str | Path) -> None:
-    """Throughput (samples/s) against batch size, log-log, one panel per workload,
-    one line per row (float64 dashed, GPU rows with square markers)."""
+    """Throughput (samples/s) against batch size, log-log: one panel per workload
+    (columns) and dtype (rows), one line per row of the table (GPU rows with
+    square markers), one legend for all."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,40 +205,46 @@ def plot(data: dict[str, Any], path: str | Path) -> None:
 
     lines: dict[tuple[str, str, str, str], list[tuple[int, float]]] = defaultdict(list)
     for e in entries(data):
-        lines[(e["workload"], e["row"], e["dtype"], e["device"])].append(
+        lines[(e["workload"], e["dtype"], e["row"], e["device"])].append(
             (e["batch"], e["batch"] / e["seconds"])
         )
-    workloads = list(dict.fromkeys(k[0] for k in sorted(
-        lines, key=lambda k: {"seed": 0, "wide": 1, "deep": 2}.get(k[0], 9))))
+    order = {"seed": 0, "wide": 1, "deep": 2}
+    workloads = sorted({k[0] for k in lines}, key=lambda w: (order.get(w, 9), w))
+    dtypes = sorted({k[1] for k in lines})
     if not workloads:
         raise ValueError("nothing to plot: no benchmark ran")
-    rows = sorted({k[1] for k in lines})
+    fig, axes = plt.subplots(len(dtypes), len(workloads), squeeze=False,
+                             figsize=(5.2 * len(workloads) + 2.5, 4.2 * len(dtypes)))
     cmap = plt.get_cmap("tab20")
-    colors = {r: cmap(i % 20) for i, r in enumerate(rows)}
-    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 5), squeeze=False)
-    for ax, workload in zip(axes[0], workloads):
-        for (w, row, dtype, device), pts in sorted(lines.items()):
-            if w != workload:
-                continue
-            pts.sort()
-            label = row + ("" if dtype == "float32" else f" {dtype}") + \
-                ("" if device == "cpu" else f" {device}")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts],
-                    linestyle="-" if dtype == "float32" else "--",
-                    marker="o" if device == "cpu" else "s",
-                    color=colors[row], label=label,
-                    linewidth=2.5 if row.startswith("bpcore-numpy") else 1.2)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(workload)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("samples/s (min time)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    spare = iter([cmap(i) for i in range(20)])
+    styles: dict[str, tuple[Any, str, float]] = dict(_STYLE)
+    handles: dict[str, Any] = {}
+    for (workload, dtype, row, device), pts in sorted(lines.items()):
+        ax = axes[dtypes.index(dtype)][workloads.index(workload)]
+        if row not in styles:
+            styles[row] = (next(spare), "-", 1.2)
+        color, style, width = styles[row]
+        pts.sort()
+        label = row if device == "cpu" else f"{row} ({device})"
+        (handle,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=style,
+                            color=color, linewidth=width, marker="o" if device == "cpu" else "s",
+                            markersize=3.5, label=label)
+        handles.setdefault(label, handle)
+    for r, dtype in enumerate(dtypes):
+        for c, workload in enumerate(workloads):
+            ax = axes[r][c]
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{workload}, {dtype}")
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("samples/s (from the min time)")
+            ax.grid(True, which="both", alpha=0.3)
+    names = sorted(handles, key=lambda n: (list(_STYLE).index(n.split(" ")[0])
+                                           if n.split(" ")[0] in _STYLE else 99, n))
+    fig.legend([handles[n] for n in names], names, loc="center right", fontsize=8)
     env = data.get("bpcore", {}).get("environment", {})
-    fig.suptitle(f"bpcore train step throughput: {env.get('cpu', '')} "
+    fig.suptitle(f"bpcore training step throughput, higher is better: {env.get('cpu', '')} "
                  f"({env.get('cores', '?')} cores)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 1))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..errors import BpcoreError
 
@@ -68,22 +69,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", metavar="SECONDS",
                         help="warm-up right before each row is timed (default 0.2; --quick 0.05)")
     parser.add_argument("--threads", metavar="N",
-                        help="threads for BLAS/OpenMP (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, "
-                        "MKL_NUM_THREADS; torch follows OMP) in the run (default: the "
-                        "libraries' own defaults)")
+                        help="threads of every library in the run: OMP_NUM_THREADS, "
+                        "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS (torch follows OMP) and XLA_FLAGS "
+                        "for JAX (default: the libraries' own defaults). On a machine whose "
+                        "cores are busy with other work, --threads 1 avoids the stalls of "
+                        "thread pools waiting for a descheduled thread")
     parser.add_argument("--verbose", action="store_true",
                         help="show pytest's and pytest-benchmark's own output")
     _one_line_errors(parser)
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make the subcommand's own parse errors a single line."""
+    """Make the subcommand's parse errors a single line, unknown options included
+    (which argparse would otherwise hand up to the top-level parser's usage)."""
 
     def error(message: str) -> None:  # argparse's error() never returns
         print(f"bpcore bench: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
+    parse_known_args = parser.parse_known_args
+
+    def strict_parse(args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = parse_known_args(args, namespace)
+        if extras:
+            error(f"unrecognized arguments: {' '.join(extras)}; see bpcore bench --help")
+        return parsed, extras
+
     parser.error = error  # type: ignore[method-assign,assignment]
+    parser.parse_known_args = strict_parse  # type: ignore[method-assign]
 
 
 def _number(text: str | None, default: float, what: str, integer: bool = False) -> float:
@@ -172,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
             threads = str(int(_number(args.threads, 1, "--threads", integer=True)))
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 env[var] = threads
+            xla = f"--xla_cpu_multi_thread_eigen={'false' if threads == '1' else 'true'} " \
+                f"intra_op_parallelism_threads={threads}"
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla}".strip()
         status = subprocess.call(command, env=env)
         skipped = report.load(report_path).get("skipped", []) if report_path.exists() else []
         if status not in (0, 5) or not report_path.exists():
