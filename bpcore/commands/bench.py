@@ -27,6 +27,8 @@ HELP = "time bpcore's training step against hand-written NumPy, PyTorch and JAX"
 
 QUICK_SIZES = "16,256"
 QUICK_PEERS = "handwritten,torch-eager,jax-jit,floor"
+#: Left out of --quick unless asked for: Inductor compiles for 5-20 s per table here.
+QUICK_SKIP_BACKENDS = ("torch-compiled",)
 
 
 class BenchError(BpcoreError, ValueError):
@@ -128,7 +130,8 @@ def pytest_command(args: argparse.Namespace, workdir: Path, json_path: Path,
     device_text = args.device or ",".join(DEVICES)
     devices = (list(DEVICES) if device_text == "all"
                else parse_list(device_text, DEVICES, "--device"))
-    backends = parse_list(args.backends or ",".join(BACKEND_ROWS), BACKEND_ROWS, "--backends")
+    default_backends = [b for b in BACKEND_ROWS if not (quick and b in QUICK_SKIP_BACKENDS)]
+    backends = parse_list(args.backends or ",".join(default_backends), BACKEND_ROWS, "--backends")
     peers_text = args.peers or (QUICK_PEERS if quick else ",".join(PEER_ROWS))
     peers = "none" if peers_text.strip() == "none" else \
         ",".join(parse_list(peers_text, PEER_ROWS, "--peers"))
