@@ -311,6 +311,10 @@ def _compile(
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """``bpcore.compile``'s step, compiled now (outside the timing): the first
     calls compile (PyTorch once more when Adam's step count first changes)."""
+    if backend == "torch":
+        import torch
+
+        torch._dynamo.reset()  # compile this table's shapes afresh, as the torch-compile peer
     step = bp.compile(net, "softmax_cross_entropy", opt)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
