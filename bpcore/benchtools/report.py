@@ -91,10 +91,11 @@ def _cells(e: Entry) -> list[str]:
         _fmt_ratio(e.get("vs_handwritten")),
         _fmt_ratio(e.get("vs_torch_eager")),
         _fmt_fraction(e.get("gemm_floor_fraction")),
+        "-" if e.get("compile_s") is None else f"{float(e['compile_s']):.2f}",
     ]
 
 
-HEADER = ["row", "ms/step", "samples/s", "GFLOP/s", "vs hand", "vs torch", "floor"]
+HEADER = ["row", "ms/step", "samples/s", "GFLOP/s", "vs hand", "vs torch", "floor", "compile s"]
 
 
 def format_table(data: dict[str, Any]) -> str:
@@ -104,7 +105,8 @@ def format_table(data: dict[str, Any]) -> str:
         "divided by the",
         "hand-written NumPy step's and PyTorch eager's in the same run (< 1 = faster); "
         "'floor' is the",
-        "GEMM floor's time divided by this row's (the share of the step at the matmul limit).",
+        "GEMM floor's time divided by this row's (the share of the step at the matmul limit);",
+        "'compile s' is what a compiled row spent compiling, apart from its ms/step.",
     ]
     for (workload, dtype, device, batch), rows in tables(data).items():
         name = rows[0].get("device_name", device)
@@ -163,7 +165,8 @@ def markdown(data: dict[str, Any], skipped: list[dict[str, Any]] | None = None,
         "",
         "Times are the minimum over rounds; `vs hand` and `vs torch` divide this row's time by "
         "the hand-written NumPy step's and PyTorch eager's in the same run (< 1 = faster); "
-        "`floor` is the GEMM floor's time divided by this row's.",
+        "`floor` is the GEMM floor's time divided by this row's; `compile s` is what a "
+        "compiled row spent compiling, apart from its ms/step.",
     ]
     for (workload, dtype, device, batch), rows in tables(data).items():
         out += ["", f"### {workload} {dtype} {device}, batch {batch}", ""]
