@@ -26,7 +26,7 @@ pytest.importorskip("pytest_benchmark", reason="pip install 'bpcore[bench]'")
 TINY = [
     "bench", "--workloads", "seed", "--sizes", "16", "--dtype", "float32", "--device", "cpu",
     "--backends", "numpy", "--peers", "handwritten",
-    "--max-time", "0.01", "--min-rounds", "2", "--warmup", "0",
+    "--max-time", "0.01", "--min-rounds", "2", "--warmup", "0", "--passes", "2",
 ]
 
 
@@ -63,10 +63,13 @@ def test_json_is_pytest_benchmark_json(tiny_run: dict[str, Any]) -> None:
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(data)
     rows = {b["extra_info"]["row"]: b for b in data["benchmarks"]}
     assert set(rows) == {"bpcore-numpy", "bpcore-numpy-functional", "numpy-handwritten"}
+    # every row timed in two interleaved passes: A B C A B C
+    order = [(b["extra_info"]["pass"], b["extra_info"]["row"]) for b in data["benchmarks"]]
+    assert sorted(order) == sorted((p, r) for p in (0, 1) for r in rows)
     bench = rows["bpcore-numpy"]
     assert bench["group"] == "seed float32 cpu"
     assert bench["params"]["size"] == 16
-    assert bench["stats"]["min"] > 0 and bench["stats"]["rounds"] >= 2
+    assert bench["stats"]["min"] > 0 and bench["stats"]["rounds"] >= 1
     info = bench["extra_info"]
     assert info["backend"] == "numpy" and info["dtype"] == "float32" and info["batch"] == 16
     assert info["samples_per_s"] == pytest.approx(16 / bench["stats"]["min"])
@@ -100,6 +103,7 @@ def test_plot_and_markdown_are_written(tiny_run: dict[str, Any]) -> None:
         (["--dtype", "float16"], "--dtype"),
         (["--max-time", "soon"], "--max-time"),
         (["--threads", "two"], "--threads"),
+        (["--passes", "0"], "--passes"),
         (["--bogus"], "--bogus"),
         (["--sizes"], "--sizes"),  # argparse: expected one argument
     ],
@@ -121,10 +125,13 @@ def test_cases_put_the_floor_first_and_filter() -> None:
     selected = cases({
         "workloads": ["seed"], "sizes": [16], "dtypes": ["float32", "float64"],
         "devices": ["cpu", "gpu"], "backends": ["numpy"], "peers": ["handwritten", "floor"],
+        "passes": 2,
     })
-    rows = [c[3] for c in selected if c[1] == "float32" and c[2] == "cpu"]
+    table = [(c[5], c[3]) for c in selected if c[1] == "float32" and c[2] == "cpu"]
+    rows = [r for p, r in table if p == 0]
     assert rows[0] == "gemm-floor-numpy"
     assert "numpy-handwritten" in rows and "bpcore-torch" not in rows
+    assert table == [(0, r) for r in rows] + [(1, r) for r in rows]  # interleaved passes
     assert not any(c[1] == "float64" and c[2] == "gpu" for c in selected)
 
 
@@ -138,15 +145,24 @@ def test_parsers_and_flop_count() -> None:
 
 
 def test_table_ratios_from_one_run() -> None:
-    def bench(row: str, seconds: float) -> dict[str, Any]:
+    def bench(row: str, seconds: float, floor: str = "gemm-floor-numpy") -> dict[str, Any]:
         return {"params": {"size": 4}, "stats": {"min": seconds, "median": seconds, "rounds": 3},
                 "extra_info": {"row": row, "workload": "seed", "dtype": "float32",
-                               "device": "cpu", "gflop_s": 1.0}}
+                               "device": "cpu", "step_flops": 8e9, "gemm_floor": floor}}
 
-    data = {"benchmarks": [bench("bpcore-numpy", 1.0), bench("numpy-handwritten", 2.0),
-                           bench("torch-eager", 4.0)]}
+    data = {"benchmarks": [
+        bench("gemm-floor-numpy", 0.5), bench("bpcore-numpy", 1.5), bench("numpy-handwritten", 2.0),
+        bench("torch-eager", 4.0),
+        # second pass: the best of the passes counts
+        bench("gemm-floor-numpy", 0.6), bench("bpcore-numpy", 1.0), bench("numpy-handwritten", 2.5),
+    ]}
     (rows,) = report.tables(data).values()
     by_row = {e["row"]: e for e in rows}
-    assert by_row["bpcore-numpy"]["vs_handwritten"] == pytest.approx(0.5)
-    assert by_row["bpcore-numpy"]["vs_torch_eager"] == pytest.approx(0.25)
-    assert [e["row"] for e in rows] == ["bpcore-numpy", "numpy-handwritten", "torch-eager"]
+    ours = by_row["bpcore-numpy"]
+    assert ours["seconds"] == 1.0 and ours["rounds"] == 6 and ours["passes"] == 2
+    assert ours["vs_handwritten"] == pytest.approx(0.5)
+    assert ours["vs_torch_eager"] == pytest.approx(0.25)
+    assert ours["gemm_floor_fraction"] == pytest.approx(0.5)
+    assert ours["gflop_s"] == pytest.approx(8.0) and ours["samples_per_s"] == pytest.approx(4.0)
+    assert [e["row"] for e in rows] == [
+        "gemm-floor-numpy", "bpcore-numpy", "numpy-handwritten", "torch-eager"]

@@ -78,6 +78,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="peers: " + ", ".join(PEER_ROWS) + " (or 'none')")
     group.addoption("--bp-warmup", type=float, default=0.2,
                     help="seconds of warm-up run right before each row is timed")
+    group.addoption("--bp-passes", type=int, default=3,
+                    help="time every row of a table in this many interleaved passes "
+                    "(A B C A B C ...); a row's time is its best over the passes")
     group.addoption("--bp-report", default=None,
                     help="write the skipped rows and the environment to this JSON file")
 
@@ -97,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config._bp_load_at_start = load_average()  # type: ignore[attr-defined]
     config._bp_floors = {}  # type: ignore[attr-defined]
     config._bp_skipped = []  # type: ignore[attr-defined]
+    config._bp_runners = {}  # type: ignore[attr-defined]
 
 
 def _selection(config: pytest.Config) -> dict[str, Any]:
@@ -111,12 +115,23 @@ def _selection(config: pytest.Config) -> dict[str, Any]:
         "devices": parse_list(config.getoption("--bp-devices"), DEVICES, "--device"),
         "backends": parse_list(config.getoption("--bp-backends"), BACKEND_ROWS, "--backends"),
         "peers": peers,
+        "passes": int(config.getoption("--bp-passes")),
     }
 
 
-def cases(selection: dict[str, Any]) -> list[tuple[str, str, str, str, int]]:
-    """``(workload, dtype, device, row, size)`` in run order: per table, the
-    GEMM floors first (the others' floor fraction needs them), then the rows."""
+def cases(selection: dict[str, Any]) -> list[tuple[str, str, str, str, int, int]]:
+    """``(workload, dtype, device, row, size, pass)`` in run order.
+
+    Per table (workload, dtype, device, size) the rows are timed in
+    ``passes`` interleaved passes, A B C A B C ..., each pass with the GEMM
+    floors first. On a shared machine the speed available to one process
+    drifts over seconds (other work on the sibling core, frequency), so rows
+    timed one after the other in long blocks would compare different
+    moments; interleaved, every row sees the whole span of the table.
+    """
+    passes = int(selection.get("passes", 1))
+    if passes < 1:
+        raise ValueError(f"--passes must be at least 1, got {passes}")
     wanted = set(selection["backends"]) | set(selection["peers"])
     rows = [r for r in ROWS.values() if r.select in wanted]
     rows.sort(key=lambda r: r.kind != "floor")
@@ -127,14 +142,15 @@ def cases(selection: dict[str, Any]) -> list[tuple[str, str, str, str, int]]:
                 if device == "gpu" and dtype == "float64":
                     continue  # float64 is measured on the CPU only
                 for size in selection["sizes"]:
-                    for row in rows:
-                        if device in row.devices:
-                            out.append((workload, dtype, device, row.name, size))
+                    for p in range(passes):
+                        for row in rows:
+                            if device in row.devices:
+                                out.append((workload, dtype, device, row.name, size, p))
     return out
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    names = ("workload", "dtype", "device", "row", "size")
+    names = ("workload", "dtype", "device", "row", "size", "bench_pass")
     if not all(n in metafunc.fixturenames for n in names):
         return
     try:
@@ -143,12 +159,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(str(exc)) from None
     metafunc.parametrize(
         ",".join(names), selected,
-        ids=[f"{w}-{d}-{dev}-{r}-{s}" for w, d, dev, r, s in selected],
+        ids=[f"{w}-{d}-{dev}-{r}-{s}-p{p}" for w, d, dev, r, s, p in selected],
     )
 
 
+def runner_cache(config: pytest.Config) -> dict[tuple[Any, ...], Any]:
+    """Built rows (or the reason they are unavailable), kept from a row's first
+    pass to its last so that it is built, compiled and placed only once."""
+    cache: dict[tuple[Any, ...], Any] = config._bp_runners  # type: ignore[attr-defined]
+    return cache
+
+
 def record_floor(config: pytest.Config, key: tuple[Any, ...], seconds: float) -> None:
-    """Remember a GEMM floor's time for the rows of its table."""
+    """Remember a GEMM floor's time (of the current pass) for the rows of its table."""
     config._bp_floors[key] = seconds  # type: ignore[attr-defined]
 
 
@@ -179,7 +202,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         reason = reason.removeprefix("Skipped: ")
         entry = {k: callspec.params[k] for k in ("workload", "dtype", "device", "row", "size")}
         entry["reason"] = reason
-        item.config._bp_skipped.append(entry)  # type: ignore[attr-defined]
+        if entry not in item.config._bp_skipped:  # type: ignore[attr-defined]
+            item.config._bp_skipped.append(entry)  # type: ignore[attr-defined]
 
 
 def _report(config: pytest.Config) -> dict[str, Any]:

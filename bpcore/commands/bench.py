@@ -65,9 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", metavar="PATH",
                         help="write the tables and the machine description as markdown")
     parser.add_argument("--max-time", metavar="SECONDS",
-                        help="time spent timing each row (default 0.5; --quick 0.05)")
+                        help="time spent timing each row, over all its passes "
+                        "(default 0.5; --quick 0.05)")
     parser.add_argument("--min-rounds", metavar="N",
-                        help="least number of timed steps per row (default 5; --quick 3)")
+                        help="least number of timed steps per row, over all its passes "
+                        "(default 6; --quick 3)")
+    parser.add_argument("--passes", metavar="N",
+                        help="time the rows of each table in N interleaved passes (A B C A B C; "
+                        "a row's time is its best) so that all rows see the same spells of "
+                        "a shared machine (default 3; --quick 1)")
     parser.add_argument("--warmup", metavar="SECONDS",
                         help="warm-up right before each row is timed (default 0.2; --quick 0.05)")
     parser.add_argument("--threads", metavar="N",
@@ -136,7 +142,8 @@ def pytest_command(args: argparse.Namespace, workdir: Path, json_path: Path,
     peers = "none" if peers_text.strip() == "none" else \
         ",".join(parse_list(peers_text, PEER_ROWS, "--peers"))
     max_time = _number(args.max_time, 0.05 if quick else 0.5, "--max-time")
-    min_rounds = int(_number(args.min_rounds, 3 if quick else 5, "--min-rounds", integer=True))
+    min_rounds = int(_number(args.min_rounds, 3 if quick else 6, "--min-rounds", integer=True))
+    passes = int(_number(args.passes, 1 if quick else 3, "--passes", integer=True))
     warmup = _number(args.warmup, 0.05 if quick else 0.2, "--warmup")
     ini = workdir / "pytest.ini"
     ini.write_text("[pytest]\n", encoding="utf-8")
@@ -147,7 +154,8 @@ def pytest_command(args: argparse.Namespace, workdir: Path, json_path: Path,
         "-v" if args.verbose else "-q", "--disable-warnings",
         "--benchmark-only", "--benchmark-group-by=group,param:size",
         f"--benchmark-json={json_path}",
-        f"--benchmark-max-time={max_time}", f"--benchmark-min-rounds={min_rounds}",
+        f"--benchmark-max-time={max_time / passes}",
+        f"--benchmark-min-rounds={-(-min_rounds // passes)}",
         *([] if args.verbose else ["--benchmark-quiet"]),
         f"--bp-workloads={','.join(workloads)}",
         f"--bp-sizes={','.join(map(str, sizes))}",
@@ -156,6 +164,7 @@ def pytest_command(args: argparse.Namespace, workdir: Path, json_path: Path,
         f"--bp-backends={','.join(backends)}",
         f"--bp-peers={peers}",
         f"--bp-warmup={warmup}",
+        f"--bp-passes={passes}",
         f"--bp-report={report_path}",
     ]
 
