@@ -439,7 +439,10 @@ def _read(p: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
             z = np.load(f, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise CheckpointError(f"{p}: {corrupt} ({exc})") from None
+            # NumPy's text for a file that is neither .npz nor .npy suggests loading it
+            # with allow_pickle, which a checkpoint never needs: leave it out.
+            detail = "" if "pickle" in str(exc) else f" ({exc})"
+            raise CheckpointError(f"{p}: {corrupt}{detail}") from None
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise CheckpointError(
                 f"{p}: holds a single .npy array, not a bpcore checkpoint (.npz)"
