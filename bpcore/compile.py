@@ -12,8 +12,8 @@ JAX           ``jax.jit`` of the portable step, parameter and optimizer-state
               buffers donated (XLA updates them in place)
 PyTorch       ``torch.compile(step, fullgraph=True)`` (Inductor; CPU and CUDA)
 NumPy         no compiler: the fused in-place fast path of
-              :mod:`bpcore.fast.numpy` (preallocation-free ``out=`` ufuncs,
-              fused loss and updates)
+              :mod:`bpcore.fast.numpy` (``out=`` ufuncs into buffers it
+              owns, fused loss and updates), called directly
 CuPy          eager, with a warning: the CUDA-graph capture belongs to the GPU
               work and is not implemented yet
 array-api-    eager, with a warning: a reference backend with no compiler
@@ -69,6 +69,11 @@ _READY_STEP_HINT = (
 #: unchanged.
 XLA_CPU_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
+_NO_FUSED_NUMPY = (
+    "no fused NumPy path for this network (it fuses dense layers with sigmoid/tanh/relu/"
+    "identity and bpcore's losses); the portable eager step runs instead"
+)
+
 #: Calls watched after a new batch shape, until this many in a row compile nothing.
 _SETTLE = 2
 
@@ -121,14 +126,14 @@ class CompiledStep:
 
     def __init__(
         self, step: Step, *, eager: Step, donate: bool, validate: Callable[..., None] | None,
-        numpy_note: Callable[[], str | None] | None, torch_options: dict[str, Any],
+        numpy_fused: Callable[[], Step | None] | None, torch_options: dict[str, Any],
         hint: str = "",
     ) -> None:
         self._step = step
         self._hint = hint
         self._eager = eager
         self._validate = validate
-        self._numpy_note = numpy_note
+        self._numpy_fused = numpy_fused
         self._torch_options = torch_options
         self.donate = donate
         self.methods: dict[str, str] = {}
@@ -209,11 +214,15 @@ class CompiledStep:
         elif name == "torch":
             runner = self._torch()
         elif name == "numpy":
-            note = self._numpy_note() if self._numpy_note is not None else None
-            if note is not None:
-                return self._fallback(name, note)
-            how = "numpy fused" + (", in place" if self.donate else "")
-            runner = _Runner(self._eager, how, "", None, _no_sync, compiled=False)
+            if self._numpy_fused is None:  # a ready step: run as it was built
+                runner = _Runner(self._eager, "numpy: the step as built (no compiler)", "",
+                                 None, _no_sync, compiled=False)
+            else:
+                fused = self._numpy_fused()
+                if fused is None:
+                    return self._fallback(name, _NO_FUSED_NUMPY)
+                how = "numpy fused" + (", in place" if self.donate else "")
+                runner = _Runner(fused, how, "", None, _no_sync, compiled=False)
         else:
             reason = NO_COMPILER.get(name, f"bpcore has no compiler for backend {name}; "
                                      "the eager step runs instead")
@@ -400,19 +409,16 @@ def compile(
             check_features(x, ref, n_in)
             check_targets(t, ref, x.shape[0], n_out, kind)
 
-        def numpy_note() -> str | None:
+        def numpy_fused() -> Step | None:
+            """The fused NumPy step train_step would dispatch to (called directly)."""
             import array_api_compat.numpy as xp_numpy
 
-            if fused_step(xp_numpy, model, loss, optimizer, inplace=donate,
-                          grad_transform=grad_transform) is None:
-                return ("no fused NumPy path for this network (it fuses dense layers with "
-                        "sigmoid/tanh/relu/identity and bpcore's losses); the portable eager "
-                        "step runs instead")
-            return None
+            return fused_step(xp_numpy, model, loss, optimizer, inplace=donate,
+                              grad_transform=grad_transform)
 
         return CompiledStep(traced, eager=eager, donate=donate,
                             validate=check if validate else None,
-                            numpy_note=numpy_note, torch_options=options)
+                            numpy_fused=numpy_fused, torch_options=options)
     if loss is not None or optimizer is not None or grad_transform is not None:
         raise TypeError(
             "compile(step) takes a ready step alone; to have bpcore build it, pass the "
@@ -422,5 +428,5 @@ def compile(
         raise TypeError(
             f"compile() takes a step function or a network (Layer), got {type(step).__name__}"
         )
-    return CompiledStep(step, eager=step, donate=donate, validate=None, numpy_note=None,
+    return CompiledStep(step, eager=step, donate=donate, validate=None, numpy_fused=None,
                         torch_options=options, hint=_READY_STEP_HINT)

@@ -271,6 +271,7 @@ def test_ready_step_form() -> None:
         got, _, _ = run(step, params, opt.init(params), x, t)
         want, _, _ = run(inner, params, opt.init(params), x, t)
     assert_same(got, want, rtol=0, atol=0)
+    assert step.methods == {"numpy": "numpy: the step as built (no compiler)"}
     assert "numpy" in repr(step)
 
 
@@ -325,3 +326,11 @@ def test_cli_train_compile(backend: str, capsys: pytest.CaptureFixture[str]) -> 
     if backend == "numpy":  # eager JAX is slow; the Model test compares JAX with eager
         assert main(args) == 0
         assert compiled.split(" on digits")[0] == capsys.readouterr().out.split(" on digits")[0]
+
+
+def test_docstring_example_runs() -> None:
+    import doctest
+    import sys
+
+    failures, tried = doctest.testmod(sys.modules["bpcore.compile"])
+    assert tried > 0 and failures == 0
