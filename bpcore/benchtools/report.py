@@ -131,13 +131,14 @@ HEADER = ["row", "ms/step", "samples/s", "GFLOP/s", "vs hand", "vs torch", "floo
 def format_table(data: dict[str, Any]) -> str:
     """The plain-text table ``bpcore bench`` prints."""
     lines = [
-        "Times are the minimum over rounds. 'vs hand' and 'vs torch' are this row's time "
-        "divided by the",
+        "Times are the minimum over all rounds of all passes. 'vs hand' and 'vs torch' are "
+        "this row's time divided by the",
         "hand-written NumPy step's and PyTorch eager's in the same run (< 1 = faster); "
         "'floor' is the",
         "GEMM floor's time divided by this row's (the share of the step at the matmul limit);",
         "'compile s' is what a compiled row spent compiling, apart from its ms/step.",
     ]
+    preamble = len(lines)
     for (workload, dtype, device, batch), rows in tables(data).items():
         name = rows[0].get("device_name", device)
         lines.append("")
@@ -148,7 +149,7 @@ def format_table(data: dict[str, Any]) -> str:
             lines.append("  " + "  ".join(
                 c[i].ljust(widths[i]) if i == 0 else c[i].rjust(widths[i]) for i in range(len(c))
             ))
-    if len(lines) == 3:
+    if len(lines) == preamble:
         lines.append("")
         lines.append("(no rows ran)")
     return "\n".join(lines)
@@ -193,7 +194,8 @@ def markdown(data: dict[str, Any], skipped: list[dict[str, Any]] | None = None,
         out += ["", notes.strip()]
     out += [
         "",
-        "Times are the minimum over rounds; `vs hand` and `vs torch` divide this row's time by "
+        "Times are the minimum over all rounds of all passes (the rows of a table are timed in "
+        "interleaved passes); `vs hand` and `vs torch` divide this row's time by "
         "the hand-written NumPy step's and PyTorch eager's in the same run (< 1 = faster); "
         "`floor` is the GEMM floor's time divided by this row's; `compile s` is what a "
         "compiled row spent compiling, apart from its ms/step.",
@@ -221,6 +223,9 @@ _STYLE = {
     "bpcore-jax": ("tab:olive", "-", 1.2),
     "bpcore-cupy": ("tab:cyan", "-", 1.2),
     "bpcore-array_api_strict": ("tab:gray", "-", 1.0),
+    "bpcore-numpy-fused": ("gold", "-", 1.4),
+    "bpcore-jax-compiled": ("tab:brown", "-", 1.4),
+    "bpcore-torch-compiled": ("tab:pink", "-", 1.4),
     "gemm-floor-numpy": ("black", "--", 1.4),
     "gemm-floor-torch": ("black", ":", 1.4),
     "gemm-floor-cupy": ("black", "-.", 1.4),
@@ -248,8 +253,9 @@ def plot(data: dict[str, Any], path: str | Path) -> None:
         raise ValueError("nothing to plot: no benchmark ran")
     fig, axes = plt.subplots(len(dtypes), len(workloads), squeeze=False,
                              figsize=(5.2 * len(workloads) + 2.5, 4.2 * len(dtypes)))
-    cmap = plt.get_cmap("tab20")
-    spare = iter([cmap(i) for i in range(20)])
+    used = {style[0] for style in _STYLE.values()}
+    spare = iter([c for c in ("navy", "teal", "darkred", "lime", "magenta", "salmon", "indigo",
+                              "chocolate", "slategray", "crimson") if c not in used] * 5)
     styles: dict[str, tuple[Any, str, float]] = dict(_STYLE)
     handles: dict[str, Any] = {}
     for (workload, dtype, row, device), pts in sorted(lines.items()):
