@@ -484,6 +484,6 @@ def test_save_refuses_bad_input(tmp_path: Path) -> None:
 def test_text_file_as_checkpoint_names_the_file_and_never_suggests_pickle(tmp_path: Path) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,loss\n1,0.5\n")
-    with pytest.raises(bp.CheckpointError, match="metrics.csv.*not a valid .npz") as info:
+    with pytest.raises(bp.CheckpointError, match=r"metrics\.csv.*not a valid \.npz") as info:
         load_checkpoint(path)
     assert "pickle" not in str(info.value)
