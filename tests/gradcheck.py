@@ -51,6 +51,18 @@ def snapshot(tree: Any) -> Any:
     return bp.backend.tree_map(lambda a: np.array(bp.to_numpy(a), copy=True), tree)
 
 
+def flat_snapshot(tree: Any) -> list[np.ndarray]:
+    """NumPy copies of every array in a tree, in traversal order (to detect mutation)."""
+    out: list[np.ndarray] = []
+
+    def keep(a: Any) -> Any:
+        out.append(np.array(bp.to_numpy(a), copy=True))
+        return a
+
+    bp.backend.tree_map(keep, tree)
+    return out
+
+
 def assert_same_tree(tree: Any, before: Any) -> None:
     """Assert every array in ``tree`` still equals (bit for bit) its ``snapshot``."""
     now = snapshot(tree)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gradcheck import flat_snapshot
 
 import bpcore as bp
 from bpcore.backend import backend_name
@@ -61,25 +62,14 @@ def classifier(xp: ModuleType) -> tuple[bp.Layer, Any, Any, Any]:
     return net, params, x, labels
 
 
-def _snapshot(tree: Any) -> list[np.ndarray]:
-    out: list[np.ndarray] = []
-
-    def keep(a: Any) -> Any:
-        out.append(np.array(bp.to_numpy(a), copy=True))
-        return a
-
-    bp.backend.tree_map(keep, tree)
-    return out
-
-
 def _raises_and_keeps(
     error: type[Exception], match: str, fn: Callable[[], Any], *inputs: Any
 ) -> None:
     """``fn()`` raises ``error`` matching ``match``; ``inputs`` are unchanged after."""
-    before = _snapshot(inputs)
+    before = flat_snapshot(inputs)
     with pytest.raises(error, match=match):
         fn()
-    after = _snapshot(inputs)
+    after = flat_snapshot(inputs)
     assert len(after) == len(before)
     for a, b in zip(after, before, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 from conftest import require_backend
+from gradcheck import flat_snapshot
 
 import bpcore as bp
 from bpcore.backend import backend_name, dtype_name
@@ -324,19 +325,8 @@ def test_same_seed_same_weights_on_every_backend(xp: ModuleType, case: Case, dty
     )
 
 
-def _snapshot(tree: Any) -> list[np.ndarray]:
-    out: list[np.ndarray] = []
-
-    def keep(a: Any) -> Any:
-        out.append(np.array(bp.to_numpy(a), copy=True))
-        return a
-
-    bp.backend.tree_map(keep, tree)
-    return out
-
-
 def _assert_same(tree: Any, snapshot: list[np.ndarray]) -> None:
-    now = _snapshot(tree)
+    now = flat_snapshot(tree)
     assert len(now) == len(snapshot)
     for a, b in zip(now, snapshot, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -353,7 +343,7 @@ def test_nothing_passed_in_is_mutated(xp: ModuleType, opt_kind: str) -> None:
     # one step first, so the optimizer state holds non-zero buffers
     params, state, _ = step(params, opt.init(params), x, t)
     count = getattr(state, "count", None)
-    before = _snapshot((params, state, x, t))
+    before = flat_snapshot((params, state, x, t))
 
     new_params, new_state, _ = step(params, state, x, t)
     _assert_same((params, state, x, t), before)
@@ -361,9 +351,9 @@ def test_nothing_passed_in_is_mutated(xp: ModuleType, opt_kind: str) -> None:
     for p, q in zip(params, new_params, strict=True):
         for key in p:
             assert q[key] is not p[key]
-    assert not np.array_equal(_snapshot(new_params)[0], before[0])  # but it did train
+    assert not np.array_equal(flat_snapshot(new_params)[0], before[0])  # but it did train
     if opt_kind != "sgd":
-        assert not np.array_equal(_snapshot(new_state)[0], _snapshot(state)[0])
+        assert not np.array_equal(flat_snapshot(new_state)[0], flat_snapshot(state)[0])
 
     bp.value_and_grad(net, case.loss, params, x, t)
     bp.predict(net, params, x)
