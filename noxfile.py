@@ -21,10 +21,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy on the package."""
-    session.install("ruff", "mypy", "numpy", "array-api-compat")
+    """ruff, mypy on the package, and the import contract (import-linter: each
+    layer of bpcore imports only the layers below it; see pyproject.toml)."""
+    session.install("ruff", "mypy", "import-linter", "numpy", "array-api-compat")
     session.run("ruff", "check", "bpcore", "tests", "benchmarks", "examples")
     session.run("mypy")
+    session.install("-e", ".", "--no-deps")  # import-linter reads the installed package
+    session.run("lint-imports")
 
 
 @nox.session(default=False)

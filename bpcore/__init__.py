@@ -7,7 +7,8 @@ defines nothing of its own.
 
 from __future__ import annotations
 
-from . import checks, init, layers, losses, optim
+from . import checks, dispatch, init, layers, losses, optim, tree
+from ._version import __version__
 from .backend import (
     Array,
     Backend,
@@ -53,8 +54,6 @@ from .model import Model
 from .optim import Optimizer, adam, adamw, get_optimizer, momentum, sgd
 from .step import predict, train_step, value_and_grad
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Array",
     "Backend",
@@ -80,6 +79,7 @@ __all__ = [
     "binary_cross_entropy",
     "checks",
     "compile",
+    "dispatch",
     "dense",
     "from_config",
     "gelu",
@@ -110,6 +110,7 @@ __all__ = [
     "to_backend",
     "to_numpy",
     "train_step",
+    "tree",
     "use_backend",
     "value_and_grad",
 ]

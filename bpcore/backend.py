@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 from .errors import BackendError, BackendMismatchError, DTypeError
+from .tree import map_arrays
 
 __all__ = [
     "Array",
@@ -37,8 +38,8 @@ __all__ = [
     "resolve_dtype",
     "set_backend",
     "to_backend",
+    "is_mutable",
     "to_numpy",
-    "tree_map",
     "use_backend",
 ]
 
@@ -137,6 +138,11 @@ def backend_name(xp: ModuleType) -> str:
     if array_api_compat.is_array_api_strict_namespace(xp):
         return "array_api_strict"
     return getattr(xp, "__name__", repr(xp))
+
+
+def is_mutable(xp: ModuleType) -> bool:
+    """Whether arrays of namespace ``xp`` can be written in place (all but JAX's)."""
+    return not array_api_compat.is_jax_namespace(xp)
 
 
 def device_of(x: Array) -> Any:
@@ -375,19 +381,6 @@ def dtype_name(dtype: Any, xp: ModuleType | None = None) -> str:
 # moving trees of arrays between backends
 
 
-def tree_map(fn: Any, tree: Any) -> Any:
-    """Apply ``fn`` to every array in a nest of dicts, lists and tuples."""
-    if isinstance(tree, dict):
-        return {k: tree_map(fn, v) for k, v in tree.items()}
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(tree_map(fn, v) for v in tree))
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(tree_map(fn, v) for v in tree)
-    if array_api_compat.is_array_api_obj(tree) and not isinstance(tree, (int, float, bool)):
-        return fn(tree)
-    return tree
-
-
 def to_numpy(x: Array) -> Any:
     """Copy (or view) one array of any backend as a NumPy array on the host."""
     import numpy as np
@@ -431,7 +424,7 @@ def to_backend(tree: Any, name: str | None = None, *, device: Any = None) -> Any
     target = get_backend() if name is None else _load(name, device)
     if name is None and device is not None:
         target = Backend(target.name, target.xp, _resolve_device(target.name, device))
-    return tree_map(lambda a: _move(a, target), tree)
+    return map_arrays(lambda a: _move(a, target), tree)
 
 
 def _move(a: Array, target: Backend) -> Array:

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-from . import optim
+from . import optim, tree
 from .backend import SUPPORTED_DTYPES, get_backend, resolve_dtype, to_backend, to_numpy, use_backend
 from .errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError
 
@@ -174,7 +174,7 @@ def save_checkpoint(
         "opt_state": _encode(opt_state, _ROOTS["opt_state"], arrays, target),
     }
     dtype = _common_dtype(arrays, target)
-    from . import __version__
+    from ._version import __version__
 
     header = {
         "format": FORMAT,
@@ -264,29 +264,29 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _encode(tree: Any, key: str, arrays: dict[str, np.ndarray], target: Path) -> dict[str, Any]:
-    """The tagged structure of ``tree``; its arrays go to ``arrays`` under ``key``."""
-    if tree is None:
+def _encode(node: Any, key: str, arrays: dict[str, np.ndarray], target: Path) -> dict[str, Any]:
+    """The tagged structure of ``node``; its arrays go to ``arrays`` under ``key``."""
+    if node is None:
         return {"type": "none"}
-    if isinstance(tree, (bool, np.bool_)):
-        return {"type": "bool", "value": bool(tree)}
-    if isinstance(tree, (int, np.integer)):
-        return {"type": "int", "value": int(tree)}
-    if isinstance(tree, (float, np.floating)):
-        return {"type": "float", "value": float(tree)}
-    if isinstance(tree, str):
-        return {"type": "str", "value": tree}
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+    if isinstance(node, (bool, np.bool_)):
+        return {"type": "bool", "value": bool(node)}
+    if isinstance(node, (int, np.integer)):
+        return {"type": "int", "value": int(node)}
+    if isinstance(node, (float, np.floating)):
+        return {"type": "float", "value": float(node)}
+    if isinstance(node, str):
+        return {"type": "str", "value": node}
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
         return {
             "type": "namedtuple",
-            "name": type(tree).__name__,
+            "name": type(node).__name__,
             "fields": {f: _encode(v, f"{key}/{f}", arrays, target) for f, v in zip(
-                tree._fields, tree, strict=True
+                node._fields, node, strict=True
             )},
         }
-    if isinstance(tree, dict):
+    if isinstance(node, dict):
         items = {}
-        for k, v in tree.items():
+        for k, v in node.items():
             if not isinstance(k, str) or not k or "/" in k:
                 raise CheckpointError(
                     f"{target}: dict key {k!r} at {key} cannot be saved; keys must be "
@@ -294,17 +294,17 @@ def _encode(tree: Any, key: str, arrays: dict[str, np.ndarray], target: Path) ->
                 )
             items[k] = _encode(v, f"{key}/{k}", arrays, target)
         return {"type": "dict", "items": items}
-    if isinstance(tree, (list, tuple)):
-        kind = "tuple" if isinstance(tree, tuple) else "list"
+    if isinstance(node, (list, tuple)):
+        kind = "tuple" if isinstance(node, tuple) else "list"
         return {"type": kind, "items": [
-            _encode(v, f"{key}/{i}", arrays, target) for i, v in enumerate(tree)
+            _encode(v, f"{key}/{i}", arrays, target) for i, v in enumerate(node)
         ]}
-    if array_api_compat.is_array_api_obj(tree):
-        host = np.asarray(to_numpy(tree), order="C")  # (ascontiguousarray makes 0-D 1-D)
+    if array_api_compat.is_array_api_obj(node):
+        host = np.asarray(to_numpy(node), order="C")  # (ascontiguousarray makes 0-D 1-D)
         arrays[key] = host
         return {"type": "array", "key": key, "shape": list(host.shape), "dtype": host.dtype.name}
     raise CheckpointError(
-        f"{target}: cannot save a {type(tree).__module__}.{type(tree).__qualname__} at {key}; "
+        f"{target}: cannot save a {type(node).__module__}.{type(node).__qualname__} at {key}; "
         "checkpoints hold arrays in tuples, lists, dicts and optimizer states"
     )
 
@@ -602,36 +602,25 @@ def _check_layer(config: Any, params: Any, label: str, p: Path) -> None:
             )
 
 
-def _leaves(tree: Any, path: str = "") -> dict[str, tuple[int, ...]]:
-    if isinstance(tree, dict):
-        out: dict[str, tuple[int, ...]] = {}
-        for k, v in tree.items():
-            out.update(_leaves(v, f"{path}/{k}"))
-        return out
-    if isinstance(tree, (list, tuple)):
-        out = {}
-        for i, v in enumerate(tree):
-            out.update(_leaves(v, f"{path}/{i}"))
-        return out
-    if isinstance(tree, np.ndarray):
-        return {path: tuple(tree.shape)}
-    return {}
+def _shapes(node: Any) -> dict[str, tuple[int, ...]]:
+    """``path -> shape`` of the host arrays of a decoded tree."""
+    return {k: tuple(a.shape) for k, a in tree.paths(node) if isinstance(a, np.ndarray)}
 
 
 def _check_opt_shapes(opt_state: Any, params: Any, p: Path) -> None:
     """SGD's velocity and Adam's moments must mirror the parameters' shapes."""
     fields = {optim.SGDState: ("velocity",), optim.AdamState: ("m", "v")}.get(type(opt_state), ())
-    want = _leaves(params)
+    want = _shapes(params)
     for f in fields:
-        tree = getattr(opt_state, f)
-        if tree is None:
+        part = getattr(opt_state, f)
+        if part is None:
             continue
-        got = _leaves(tree)
+        got = _shapes(part)
         if got != want:
             bad = sorted(set(got.items()) ^ set(want.items()))
             raise CheckpointError(
                 f"{p}: the optimizer state {type(opt_state).__name__}.{f} does not match the "
-                f"parameters' shapes (first difference at {_ROOTS['opt_state']}/{f}"
+                f"parameters' shapes (first difference at {_ROOTS['opt_state']}/{f}/"
                 f"{bad[0][0]}); corrupt file"
             )
 

@@ -19,21 +19,9 @@ from .errors import (
     NonFiniteError,
     ShapeError,
 )
+from .tree import first_array
 
-__all__ = ["check_features", "check_params", "check_targets", "first_array"]
-
-
-def first_array(tree: Any) -> Array | None:
-    """The first array in a tree of parameters (``None`` if it holds none)."""
-    if isinstance(tree, dict):
-        tree = list(tree.values())
-    if isinstance(tree, (list, tuple)):
-        for item in tree:
-            found = first_array(item)
-            if found is not None:
-                return found
-        return None
-    return tree
+__all__ = ["check_features", "check_params", "check_targets"]
 
 
 def check_params(params: Any) -> tuple[ModuleType, Array]:

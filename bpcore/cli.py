@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Backpropagation on NumPy, CuPy, PyTorch, JAX or array-api-strict. "
         "With no command, runs `bpcore train` (an MLP on the bundled digits data).",
     )
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"bpcore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

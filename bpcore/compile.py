@@ -11,9 +11,9 @@ backend       how the step runs
 JAX           ``jax.jit`` of the portable step, parameter and optimizer-state
               buffers donated (XLA updates them in place)
 PyTorch       ``torch.compile(step, fullgraph=True)`` (Inductor; CPU and CUDA)
-NumPy         no compiler: the fused in-place fast path of
-              :mod:`bpcore.fast.numpy` (``out=`` ufuncs into buffers it
-              owns, fused loss and updates), called directly
+NumPy         no compiler: the step driver with its NumPy
+              specializations (``out=`` kernels into the workspace it owns,
+              in-place updates), called directly
 CuPy          eager, with a warning: the CUDA-graph capture belongs to the GPU
               work and is not implemented yet
 array-api-    eager, with a warning: a reference backend with no compiler
@@ -36,13 +36,13 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from .backend import Array, backend_name, namespace
-from .checks import check_features, check_params, check_targets, first_array
+from .checks import check_features, check_params, check_targets
 from .errors import BpcoreError
-from .fast import fused_step
 from .layers.core import Layer
 from .losses import Loss, get_loss
 from .optim import Optimizer
-from .step import train_step
+from .step import Driver, train_step
+from .tree import first_array
 
 __all__ = ["NO_COMPILER", "XLA_CPU_OPTIONS", "CompiledStep", "compile"]
 
@@ -68,11 +68,6 @@ _READY_STEP_HINT = (
 #: weight). Region analysis sees it and drops the copies; the arithmetic is
 #: unchanged.
 XLA_CPU_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
-
-_NO_FUSED_NUMPY = (
-    "no fused NumPy path for this network (it fuses dense layers with sigmoid/tanh/relu/"
-    "identity and bpcore's losses); the portable eager step runs instead"
-)
 
 #: Calls watched after a new batch shape, until this many in a row compile nothing.
 _SETTLE = 2
@@ -113,7 +108,8 @@ class CompiledStep:
         :func:`compile`).
     methods : dict
         Backend name -> how the step runs there (``"jax.jit"``,
-        ``"torch.compile"``, ``"numpy fused"``, ``"eager: <reason>"``).
+        ``"torch.compile"``, ``"numpy: the step driver's workspace, in place"``,
+        ``"eager: <reason>"``).
     compile_seconds : dict
         ``(backend, x shape) -> seconds`` spent in calls that compiled
         (tracing, compiling and running that one step), including
@@ -125,15 +121,15 @@ class CompiledStep:
     """
 
     def __init__(
-        self, step: Step, *, eager: Step, donate: bool, validate: Callable[..., None] | None,
-        numpy_fused: Callable[[], Step | None] | None, torch_options: dict[str, Any],
+        self, step: Callable[[ModuleType], Step], *, eager: Step, donate: bool,
+        validate: Callable[..., None] | None, built: bool, torch_options: dict[str, Any],
         hint: str = "",
     ) -> None:
-        self._step = step
+        self._step_for = step  # namespace -> the step to hand to its compiler
         self._hint = hint
         self._eager = eager
         self._validate = validate
-        self._numpy_fused = numpy_fused
+        self._built = built
         self._torch_options = torch_options
         self.donate = donate
         self.methods: dict[str, str] = {}
@@ -210,19 +206,16 @@ class CompiledStep:
     def _runner(self, xp: ModuleType, ref: Array) -> _Runner:
         name = backend_name(xp)
         if name == "jax":
-            runner = self._jax(getattr(getattr(ref, "device", None), "platform", ""))
+            runner = self._jax(self._step_for(xp),
+                               getattr(getattr(ref, "device", None), "platform", ""))
         elif name == "torch":
-            runner = self._torch()
+            runner = self._torch(self._step_for(xp))
         elif name == "numpy":
-            if self._numpy_fused is None:  # a ready step: run as it was built
-                runner = _Runner(self._eager, "numpy: the step as built (no compiler)", "",
-                                 None, _no_sync, compiled=False)
-            else:
-                fused = self._numpy_fused()
-                if fused is None:
-                    return self._fallback(name, _NO_FUSED_NUMPY)
-                how = "numpy fused" + (", in place" if self.donate else "")
-                runner = _Runner(fused, how, "", None, _no_sync, compiled=False)
+            # NumPy has no compiler: the step driver with its NumPy specializations
+            # and workspace (a ready step: as it was built).
+            how = ("numpy: the step driver's workspace" + (", in place" if self.donate else "")
+                   if self._built else "numpy: the step as built (no compiler)")
+            runner = _Runner(self._eager, how, "", None, _no_sync, compiled=False)
         else:
             reason = NO_COMPILER.get(name, f"bpcore has no compiler for backend {name}; "
                                      "the eager step runs instead")
@@ -239,22 +232,22 @@ class CompiledStep:
         self.methods[name] = f"eager: {reason}"
         return _Runner(self._eager, "eager", "", None, _no_sync, compiled=False)
 
-    def _jax(self, platform: str) -> _Runner:
+    def _jax(self, step: Step, platform: str) -> _Runner:
         import jax
 
         options = _xla_options() if platform == "cpu" else None
-        jitted = jax.jit(self._step, donate_argnums=(0, 1) if self.donate else (),
+        jitted = jax.jit(step, donate_argnums=(0, 1) if self.donate else (),
                          compiler_options=options)
         cache_size = getattr(jitted, "_cache_size", None)
         method = "jax.jit" + (", params and state donated" if self.donate else "")
         return _Runner(jitted, method, "jax.jit", cache_size, jax.block_until_ready,
                        compiled=True)
 
-    def _torch(self) -> _Runner:
+    def _torch(self, step: Step) -> _Runner:
         import torch
 
         options = {"fullgraph": True, **self._torch_options}
-        compiled = torch.compile(self._step, **options)
+        compiled = torch.compile(step, **options)
 
         def compiles() -> int:
             from torch._dynamo.utils import counters
@@ -327,7 +320,7 @@ def compile(
 
     How the step runs, per backend of the arrays it is called with: JAX:
     ``jax.jit`` with the params and state donated; PyTorch (CPU and CUDA):
-    ``torch.compile(step, fullgraph=True)``; NumPy: the fused in-place fast
+    ``torch.compile(step, fullgraph=True)``; NumPy: the step driver's in-place
     path (NumPy has no compiler); CuPy and array-api-strict: the eager step,
     with a warning saying why. Anything that fails to compile (an unknown
     backend, a layer that needs concrete values, a failing compiler) also
@@ -383,9 +376,9 @@ def compile(
     >>> step = bp.compile(net, "softmax_cross_entropy", opt)
     >>> params = net.init(0); state = opt.init(params)
     >>> x = np.array([[0.0, 1.0]], dtype=np.float32); t = np.array([1])
-    >>> params, state, value = step(params, state, x, t)  # on NumPy: the fused in-place step
+    >>> params, state, value = step(params, state, x, t)  # on NumPy: the in-place step
     >>> step.methods
-    {'numpy': 'numpy fused, in place'}
+    {'numpy': "numpy: the step driver's workspace, in place"}
     """
     options = dict(torch_options or {})
     if isinstance(step, Layer):
@@ -395,11 +388,11 @@ def compile(
                 "bp.compile(net, 'softmax_cross_entropy', bp.sgd(0.1))"
             )
         model, loss = step, get_loss(loss)
-        # The compilers trace the portable kernels (fast=False: the fast-path
-        # dispatch keeps a cache that torch.compile would guard on and recompile
-        # after its first fill); NumPy and the eager fallbacks run the fast path.
-        traced = train_step(model, loss, optimizer, validate=False, inplace=donate,
-                            fast=False, grad_transform=grad_transform)
+        # The compilers trace the portable kernels (fast=False: no workspace, whose
+        # buffers torch.compile would guard on); NumPy and the eager fallbacks run
+        # the driver with its specializations and workspace.
+        traced = Driver(model, loss, optimizer, fast=False, inplace=donate,
+                        grad_transform=grad_transform).on
         eager = train_step(model, loss, optimizer, validate=False, inplace=donate,
                            grad_transform=grad_transform)
         n_in, n_out, kind = model.n_in, model.n_out, loss.targets
@@ -409,16 +402,9 @@ def compile(
             check_features(x, ref, n_in)
             check_targets(t, ref, x.shape[0], n_out, kind)
 
-        def numpy_fused() -> Step | None:
-            """The fused NumPy step train_step would dispatch to (called directly)."""
-            import array_api_compat.numpy as xp_numpy
-
-            return fused_step(xp_numpy, model, loss, optimizer, inplace=donate,
-                              grad_transform=grad_transform)
-
         return CompiledStep(traced, eager=eager, donate=donate,
-                            validate=check if validate else None,
-                            numpy_fused=numpy_fused, torch_options=options)
+                            validate=check if validate else None, built=True,
+                            torch_options=options)
     if loss is not None or optimizer is not None or grad_transform is not None:
         raise TypeError(
             "compile(step) takes a ready step alone; to have bpcore build it, pass the "
@@ -428,5 +414,5 @@ def compile(
         raise TypeError(
             f"compile() takes a step function or a network (Layer), got {type(step).__name__}"
         )
-    return CompiledStep(step, eager=step, donate=donate, validate=None, numpy_fused=None,
+    return CompiledStep(lambda xp: step, eager=step, donate=donate, validate=None, built=False,
                         torch_options=options, hint=_READY_STEP_HINT)

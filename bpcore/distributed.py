@@ -64,6 +64,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
+from . import tree as tree_
 from .backend import Array, backend_name, device_of, dtype_name, namespace, to_numpy
 from .errors import BpcoreError
 
@@ -157,48 +158,6 @@ def _import_mpi() -> ModuleType:
 
 # --------------------------------------------------------------------------
 # trees of arrays: flatten to a list of leaves and back
-
-
-class _Leaf(NamedTuple):
-    """Where the ``position``-th array sat in a tree (a picklable placeholder)."""
-
-    position: int
-
-
-def _is_array(x: Any) -> bool:
-    return array_api_compat.is_array_api_obj(x) and not isinstance(x, (bool, int, float, complex))
-
-
-def _flatten(tree: Any) -> tuple[list[Array], Any]:
-    """The arrays of a tree (dicts, lists, tuples, NamedTuples), depth first,
-    and the tree with each array replaced by a :class:`_Leaf`."""
-    leaves: list[Array] = []
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, tuple) and hasattr(node, "_fields"):
-            return type(node)(*(walk(v) for v in node))
-        if isinstance(node, (list, tuple)):
-            return type(node)(walk(v) for v in node)
-        if _is_array(node):
-            leaves.append(node)
-            return _Leaf(len(leaves) - 1)
-        return node
-
-    return leaves, walk(tree)
-
-
-def _unflatten(skeleton: Any, leaves: list[Array]) -> Any:
-    if isinstance(skeleton, _Leaf):
-        return leaves[skeleton.position]
-    if isinstance(skeleton, dict):
-        return {k: _unflatten(v, leaves) for k, v in skeleton.items()}
-    if isinstance(skeleton, tuple) and hasattr(skeleton, "_fields"):
-        return type(skeleton)(*(_unflatten(v, leaves) for v in skeleton))
-    if isinstance(skeleton, (list, tuple)):
-        return type(skeleton)(_unflatten(v, leaves) for v in skeleton)
-    return skeleton
 
 
 def _signature(leaves: list[Array]) -> tuple[tuple[tuple[int, ...], str], ...]:
@@ -496,7 +455,7 @@ class Communicator:
         root : int
             The rank whose values everyone gets.
         """
-        leaves, skeleton = _flatten(tree)
+        leaves, skeleton = tree_.flatten(tree, only_arrays=True)
         if self.size == 1:
             return tree
         signature = _signature(leaves)
@@ -516,7 +475,7 @@ class Communicator:
             flat = _pack(xp, leaves, bucket)
             flat = self._transport(flat, xp, "bcast", root=root)
             _unpack(xp, flat, bucket, out)
-        return _unflatten(theirs[1], out)
+        return tree_.unflatten(theirs[1], out)
 
     def allreduce(
         self, tree: Any, *, op: str = "mean", scale: float | None = None, dtype: Any = None
@@ -548,7 +507,7 @@ class Communicator:
             raise ValueError(f"op must be 'mean' or 'sum', got {op!r}")
         low = _low_precision(dtype)
         factor = float(scale) if scale is not None else (1.0 / self.size if op == "mean" else 1.0)
-        leaves, skeleton = _flatten(tree)
+        leaves, skeleton = tree_.flatten(tree, only_arrays=True)
         if self.size == 1 and factor == 1.0:
             return tree
         out: list[Array | None] = [None] * len(leaves)
@@ -560,7 +519,7 @@ class Communicator:
             if self.size > 1:
                 flat = self._transport(flat, xp, "allreduce", low=low)
             _unpack(xp, flat, bucket, out)
-        return _unflatten(skeleton, out)
+        return tree_.unflatten(skeleton, out)
 
     def grad_transform(self, *, op: str = "mean", dtype: Any = None) -> GradientAllReduce:
         """A :class:`GradientAllReduce` over this communicator, for
@@ -856,11 +815,13 @@ def abort_on_error(comm: Communicator | None = None, *, code: int = 1) -> Iterat
             raise
         where = f"rank {world.rank} of {world.size}"
         if isinstance(exc, _USER_ERRORS):
-            print(f"bpcore: error on {where}: {exc}", file=sys.stderr)
+            report = f"bpcore: error on {where}: {exc}\n"
         else:
-            print(f"bpcore: unexpected error on {where}:", file=sys.stderr)
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        print(f"bpcore: aborting all {world.size} ranks (MPI_Abort, exit status {code})",
-              file=sys.stderr)
+            report = f"bpcore: unexpected error on {where}:\n" + "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__))
+        # one write, flushed before MPI_Abort kills the job (a second write could be lost)
+        sys.stderr.write(report + f"bpcore: aborting all {world.size} ranks "
+                         f"(MPI_Abort, exit status {code})\n")
+        sys.stderr.flush()
         world.abort(code)
         os._exit(code)  # MPI_Abort ends the job; never let this rank run on

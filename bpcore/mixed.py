@@ -1,8 +1,9 @@
 """Mixed precision: bfloat16 / float16 compute with float32 master weights.
 
-:func:`mixed_precision_step` is the opt-in twin of :func:`bpcore.train_step`.
-The parameters the caller holds (the *master* weights) and the optimizer
-state stay float32; each step
+:func:`mixed_precision_step` runs the step driver of :func:`bpcore.train_step`
+(:class:`bpcore.step.Driver`) with casts at its edges. The parameters the
+caller holds (the *master* weights) and the optimizer state stay float32;
+each step
 
 1. casts the parameters and the batch to the compute dtype (``xp.astype``),
 2. runs the portable forward kernels in that dtype,
@@ -56,12 +57,14 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from .backend import Array, backend_name, dtype_name, namespace, tree_map
+from . import tree
+from .backend import Array, backend_name, dtype_name, namespace
 from .checks import check_features, check_params, check_targets
 from .errors import DTypeError
 from .layers.core import Layer
-from .losses import Loss, get_loss
+from .losses import Loss
 from .optim import Optimizer
+from .step import Driver, Edges
 
 __all__ = [
     "COMPUTE_DTYPES",
@@ -252,10 +255,9 @@ def mixed_precision_step(
     _check_scaling(loss_scale, growth_factor, backoff_factor, growth_interval)
     if not (math.isfinite(init_scale) and init_scale > 0):
         raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
-    loss = get_loss(loss)
-    forward, backward = model.forward, model.backward
-    loss_fn, update = loss.fn, optimizer.update
-    n_in, n_out, kind = model.n_in, model.n_out, loss.targets
+    # The portable kernels, allocating: the compute dtype's arrays are new each step.
+    driver = Driver(model, loss, optimizer, fast=False)
+    n_in, n_out, kind = model.n_in, model.n_out, driver.loss.targets
     dynamic = loss_scale == "dynamic"
     fixed = None if dynamic or loss_scale is None else float(loss_scale)
     dtypes: dict[Any, Any] = {}  # namespace -> compute dtype object
@@ -265,6 +267,27 @@ def mixed_precision_step(
             _check_master(params)
         scaler = ScalerState(float(init_scale), 0, 0) if dynamic else None
         return MixedState(optimizer.init(params), scaler)
+
+    def edges(xp: ModuleType, cdt: Any, scale: float | None) -> Edges:
+        """Casts in to the compute dtype, out to float32 (and the loss scale)."""
+        f32 = xp.float32
+
+        def low(a: Array) -> Array:
+            return xp.astype(a, cdt)
+
+        def dy_in(dy: Array) -> Array:
+            # scale in float32, then round to the compute dtype
+            return low(dy if scale is None else xp.multiply(dy, scale))
+
+        def grads_out(grads: Any) -> Any:
+            if scale is None:
+                return tree.map_arrays(lambda g: xp.astype(g, f32), grads)
+            inv = 1.0 / scale
+            return tree.map_arrays(lambda g: xp.multiply(xp.astype(g, f32), inv), grads)
+
+        # The loss (softmax, log-sum-exp) in float32: cheap, and exact to float32.
+        return Edges(params=lambda p: tree.map_arrays(low, p), x=low,
+                     y=lambda y: xp.astype(y, f32), dy=dy_in, grads=grads_out)
 
     def step(
         params: Any, state: MixedState, x: Array, t: Array
@@ -278,24 +301,10 @@ def mixed_precision_step(
             cdt = dtypes[xp]
         except KeyError:
             cdt = dtypes[xp] = compute_dtype_of(xp, compute_dtype)
-        f32 = xp.float32
         scaler = state.scaler
         scale = scaler.scale if scaler is not None else fixed
-
         with _overflow_expected(xp, dynamic):
-            low = tree_map(lambda a: xp.astype(a, cdt), params)
-            y, cache = forward(low, xp.astype(x, cdt), xp=xp)
-            # The loss (softmax, log-sum-exp) in float32: cheap, and exact to float32.
-            value, dy = loss_fn(xp.astype(y, f32), t, xp=xp)
-            if scale is not None:
-                dy = xp.multiply(dy, scale)  # scale in float32, then round to the compute dtype
-            _, grads_low = backward(low, cache, xp.astype(dy, cdt), xp=xp, need_dx=False)
-            if scale is None:
-                grads = tree_map(lambda g: xp.astype(g, f32), grads_low)
-            else:
-                inv = 1.0 / scale
-                grads = tree_map(lambda g: xp.multiply(xp.astype(g, f32), inv), grads_low)
-
+            value, grads = driver.gradients(params, x, t, edges(xp, cdt, scale))
         if scaler is not None:
             if not _all_finite(xp, grads):
                 # Skip the update: the scale was too large for this step.
@@ -308,7 +317,7 @@ def mixed_precision_step(
                 scaler = ScalerState(scaler.scale * growth_factor, 0, scaler.skipped)
             else:
                 scaler = ScalerState(scaler.scale, good, scaler.skipped)
-        params, opt_state = update(grads, state.opt, params, xp=xp)
+        params, opt_state = driver.update(grads, state.opt, params, bound=driver.bound(xp))
         return params, MixedState(opt_state, scaler), value
 
     config = {
@@ -340,20 +349,9 @@ def _check_master(params: Any) -> Array:
     return ref
 
 
-def _leaves(tree: Any) -> Iterator[Array]:
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
-    elif isinstance(tree, (list, tuple)):
-        for v in tree:
-            yield from _leaves(v)
-    elif tree is not None:
-        yield tree
-
-
 def _all_finite(xp: ModuleType, grads: Any) -> bool:
     """Whether every gradient is finite: one host read for the whole tree."""
-    flags = [xp.all(xp.isfinite(g)) for g in _leaves(grads)]
+    flags = [xp.all(xp.isfinite(g)) for g in tree.arrays(grads)]
     if not flags:
         return True
     return bool(xp.all(xp.stack(flags)))

@@ -7,101 +7,72 @@ into the ``params`` and state arrays themselves (what the hand-written NumPy
 loop ``W -= lr * dW`` does), on backends whose arrays are mutable; on JAX it
 stays functional. The formulas follow ``torch.optim`` exactly, so results
 agree with PyTorch to rounding.
+
+Each optimizer carries its rule as a typed value (:class:`SGDRule`,
+:class:`AdamRule`, in :attr:`Optimizer.rule`); the update of one parameter
+is one portable kernel (:func:`sgd_update`, :func:`adam_update`), with its
+in-place NumPy specialization written beside it.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
+import sys
 from collections.abc import Callable
+from numbers import Real
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from .backend import Array, namespace
-from .fast import fast_module, is_mutable
+import numpy as np
+
+from . import cuda, tree
+from .backend import Array, is_mutable, namespace
+from .dispatch import cupy_kernels_enabled, specialization, specializes
+from .errors import BpcoreError
 
 __all__ = [
+    "AdamRule",
     "AdamState",
+    "HyperParameterError",
     "OPTIMIZERS",
     "Optimizer",
+    "SGDRule",
     "SGDState",
     "adam",
+    "adam_scalars",
+    "adam_update",
     "adamw",
     "get_optimizer",
     "momentum",
     "sgd",
-    "spec",
+    "sgd_update",
 ]
 
-
-class Optimizer(NamedTuple):
-    """An optimizer: ``init(params) -> state`` and
-    ``update(grads, state, params, *, xp=None, inplace=False) -> (params, state)``.
-
-    ``inplace=True`` overwrites the ``params`` and state arrays (mutable
-    backends only; JAX stays functional) and returns them; ``grads`` is
-    never written to.
-    """
-
-    init: Callable[..., Any]
-    update: Callable[..., tuple[Any, Any]]
-    name: str
-    config: dict[str, Any]
+Update = Callable[[Any, Any, Any], tuple[Any, Any]]
 
 
-#: The hyper-parameters of every optimizer bpcore builds, keyed by its ``update``
-#: function: ``("sgd", lr, momentum, nesterov, weight_decay)`` or
-#: ``("adam", lr, b1, b2, eps, weight_decay, decoupled)``. A backend fast path
-#: (:mod:`bpcore.fast`) reads it through :func:`spec` to run the same arithmetic.
-_SPECS: weakref.WeakKeyDictionary[Callable[..., Any], tuple[Any, ...]] = (
-    weakref.WeakKeyDictionary()
-)
+class HyperParameterError(BpcoreError, ValueError):
+    """An optimizer's hyper-parameter is not a valid number."""
 
 
-def spec(optimizer: Optimizer) -> tuple[Any, ...] | None:
-    """The exact update rule of an optimizer built by bpcore (``None`` for others).
+class SGDRule(NamedTuple):
+    """SGD's hyper-parameters (``torch.optim.SGD``'s names)."""
 
-    ``("sgd", lr, momentum, nesterov, weight_decay)`` or
-    ``("adam", lr, beta1, beta2, eps, weight_decay, decoupled)``.
-    """
-    return _SPECS.get(optimizer.update)
-
-
-def _inplace_ok(inplace: bool, xp: ModuleType | None, tree: Any) -> ModuleType | None:
-    """The namespace to update in place with, or ``None`` to update functionally
-    (not asked for, or arrays that cannot be written to, as JAX's)."""
-    if not inplace:
-        return None
-    ref = _first_leaf(tree)
-    if ref is None:
-        return None
-    ns = namespace(ref, xp=xp)
-    return ns if is_mutable(ns) else None
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
 
 
-def _first_leaf(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        tree = list(tree.values())
-    if isinstance(tree, (list, tuple)):
-        for item in tree:
-            found = _first_leaf(item)
-            if found is not None:
-                return found
-        return None
-    return tree
+class AdamRule(NamedTuple):
+    """Adam's hyper-parameters; ``decoupled`` is AdamW's weight decay."""
 
-
-def _each_leaf(fn: Callable[..., None], *trees: Any) -> None:
-    """Call ``fn`` on matching leaves of trees of one structure."""
-    first = trees[0]
-    if isinstance(first, dict):
-        for k in first:
-            _each_leaf(fn, *(t[k] for t in trees))
-    elif isinstance(first, (list, tuple)):
-        for parts in zip(*trees):
-            _each_leaf(fn, *parts)
-    else:
-        fn(*trees)
+    lr: float
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
 
 
 class SGDState(NamedTuple):
@@ -118,35 +89,378 @@ class AdamState(NamedTuple):
     v: Any
 
 
-def _zeros_like(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _zeros_like(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_zeros_like(v) for v in tree)
-    xp = namespace(tree)
-    return xp.zeros_like(tree)
+# --------------------------------------------------------------------------
+# the update of one parameter: portable kernels, their specializations beside them
 
 
-def _map_n(fn: Callable[..., tuple[Any, ...]], n: int, *trees: Any) -> tuple[Any, ...]:
-    """Apply ``fn`` leaf-wise over trees of one structure; ``fn`` returns n
-    values per leaf and the result is n trees of that structure."""
-    first = trees[0]
-    if isinstance(first, dict):
-        outs: tuple[dict[Any, Any], ...] = tuple({} for _ in range(n))
-        for k in first:
-            for out, r in zip(outs, _map_n(fn, n, *(t[k] for t in trees))):
-                out[k] = r
-        return outs
-    if isinstance(first, (list, tuple)):
-        cols = [_map_n(fn, n, *parts) for parts in zip(*trees)]
-        return tuple(type(first)(c[i] for c in cols) for i in range(n))
-    return fn(*trees)
+def sgd_update(
+    rule: SGDRule, g: Array, p: Array, v: Array | None = None, *, xp: ModuleType | None = None
+) -> tuple[Array, Array | None]:
+    """One SGD step for parameter ``p`` with gradient ``g`` (and velocity ``v``).
+
+    ``g ← g + λp``; ``v ← μv + g``; ``p ← p − η (g + μv if nesterov else v)``
+    (``p ← p − η g`` without momentum), as ``torch.optim.SGD``.
+
+    Returns
+    -------
+    (p, v) : the new parameter and velocity (``None`` without momentum).
+    """
+    lr, mu, nesterov, wd = rule
+    if wd:
+        g = g + wd * p
+    if v is None:
+        return p - lr * g, None
+    v = mu * v + g
+    return p - lr * (g + mu * v if nesterov else v), v
 
 
-def _check_hyper(name: str, **values: float) -> None:
-    for key, v in values.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{name}: {key} must be a finite number >= 0, got {v!r}")
+@specializes(sgd_update, "numpy")
+def _sgd_update_numpy(
+    rule: SGDRule, g: Array, p: Array, v: Array | None = None, *,
+    xp: ModuleType | None = None, scratch: bool = False, out: tuple[Any, ...] | None = None,
+) -> tuple[Array, Array | None]:
+    """:func:`sgd_update` with ``out=`` ufuncs: the new ``p`` and ``v`` are written
+    into ``out`` (by default ``p`` and ``v`` themselves: **in place**) and
+    returned. With ``scratch`` the gradient's buffer holds the temporaries (no
+    allocation); otherwise ``g`` is only read. MEASURE"""
+    lr, mu, nesterov, wd = rule
+    p_out, v_out = (p, v) if out is None else (*out, None)[:2]
+    if wd:
+        decayed = np.multiply(p, wd)
+        g, scratch = np.add(g, decayed, out=decayed), True
+    step = g
+    if v is not None:
+        v = np.add(np.multiply(v, mu, out=v_out), g, out=v_out)
+        step = np.add(g, np.multiply(v, mu), out=g if scratch else None) if nesterov else v
+    np.subtract(p, np.multiply(step, lr, out=g if scratch else None), out=p_out)
+    return p_out, v
+
+
+@specializes(sgd_update, "torch")
+def _sgd_update_torch(
+    rule: SGDRule, g: Array, p: Array, v: Array | None = None, *,
+    xp: ModuleType | None = None, scratch: bool = False, out: tuple[Any, ...] | None = None,
+) -> tuple[Array, Array | None]:
+    """:func:`sgd_update` with PyTorch's fused ``add(..., alpha=)``, into ``out``
+    (by default ``p`` and ``v``: **in place**); ``g`` is only read. MEASURE"""
+    torch = sys.modules["torch"]
+    lr, mu, nesterov, wd = rule
+    p_out, v_out = (p, v) if out is None else (*out, None)[:2]
+    if wd:
+        g = torch.add(g, p, alpha=wd)
+    step = g
+    if v is not None:
+        v = torch.add(torch.mul(v, mu, out=v_out), g, out=v_out)
+        step = torch.add(g, v, alpha=mu) if nesterov else v
+    torch.add(p, step, alpha=-lr, out=p_out)
+    return p_out, v
+
+
+cuda.elementwise("sgd", "T g, T lr, T wd, int32 use_wd", "T p", """
+    T gg = use_wd ? g + wd * p : g;
+    p = p - lr * gg;
+""", ("lr", "wd", "use_wd"))
+cuda.elementwise(
+    "sgd_momentum", "T g, T lr, T mu, T wd, int32 use_wd, int32 nesterov", "T p, T v", """
+    T gg = use_wd ? g + wd * p : g;
+    v = mu * v + gg;
+    T s = nesterov ? gg + mu * v : v;
+    p = p - lr * s;
+""", ("lr", "mu", "wd", "use_wd", "nesterov"))
+
+
+@specializes(sgd_update, "cupy", enabled=cupy_kernels_enabled)
+def _sgd_update_cupy(
+    rule: SGDRule, g: Array, p: Array, v: Array | None = None, *,
+    xp: ModuleType | None = None, scratch: bool = False, out: tuple[Any, ...] | None = None,
+) -> tuple[Array, Array | None]:
+    """:func:`sgd_update` in one CUDA kernel per parameter, into ``out`` (by
+    default ``p`` and ``v``: **in place**); ``g`` is only read."""
+    lr, mu, nesterov, wd = rule
+    if out is not None:
+        p, v = _copied_into(out, (p, v))
+    if v is None:
+        cuda.launch("sgd", g, lr, wd, int(bool(wd)), p)
+    else:
+        cuda.launch("sgd_momentum", g, lr, mu, wd, int(bool(wd)), int(nesterov), p, v)
+    return p, v
+
+
+def adam_scalars(rule: AdamRule, count: Any) -> tuple[Any, Any]:
+    """Adam's bias corrections at step ``count``: ``(η / (1 − β₁ᵗ), √(1 − β₂ᵗ))``."""
+    return rule.lr / (1.0 - rule.b1**count), (1.0 - rule.b2**count) ** 0.5
+
+
+def adam_update(
+    rule: AdamRule, scalars: tuple[Any, Any], g: Array, p: Array, m: Array, v: Array, *,
+    xp: ModuleType | None = None,
+) -> tuple[Array, Array, Array]:
+    """One Adam(W) step for parameter ``p`` (Kingma & Ba, bias-corrected).
+
+    ``m ← β₁m + (1−β₁)g``; ``v ← β₂v + (1−β₂)g²``;
+    ``p ← p − η/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)``, as ``torch.optim.Adam``.
+    Weight decay adds ``λp`` to ``g`` (Adam, L2) or, ``decoupled`` (AdamW),
+    first decays the weights: ``p ← p (1 − ηλ)``. ``scalars`` are
+    :func:`adam_scalars` of the step count.
+
+    Returns
+    -------
+    (p, m, v) : the new parameter and moments.
+    """
+    xp = namespace(p, xp=xp)
+    step_size, root_bc2 = scalars
+    if rule.weight_decay and rule.decoupled:
+        p = p * (1.0 - rule.lr * rule.weight_decay)
+    elif rule.weight_decay:
+        g = g + rule.weight_decay * p
+    m = rule.b1 * m + (1.0 - rule.b1) * g
+    v = rule.b2 * v + (1.0 - rule.b2) * (g * g)
+    return p - step_size * (m / (xp.sqrt(v) / root_bc2 + rule.eps)), m, v
+
+
+@specializes(adam_update, "numpy")
+def _adam_update_numpy(
+    rule: AdamRule, scalars: tuple[Any, Any], g: Array, p: Array, m: Array, v: Array, *,
+    xp: ModuleType | None = None, scratch: bool = False, out: tuple[Any, ...] | None = None,
+) -> tuple[Array, Array, Array]:
+    """:func:`adam_update` with ``out=`` ufuncs: the new ``p``, ``m`` and ``v``
+    are written into ``out`` (by default ``p``, ``m`` and ``v`` themselves:
+    **in place**) and returned. With ``scratch`` the gradient's buffer is the
+    only scratch space (no allocation: ``(1-β₂)g²`` is formed as ``((1-β₁)g)² ·
+    (1-β₂)/(1-β₁)²``, equal to rounding); otherwise one temporary. MEASURE"""
+    step_size, root_bc2 = scalars
+    b1, b2, wd = rule.b1, rule.b2, rule.weight_decay
+    p_out, m_out, v_out = (p, m, v) if out is None else out
+    if wd and rule.decoupled:
+        p = np.multiply(p, 1.0 - rule.lr * wd, out=p_out)
+    elif wd:
+        g = np.add(g, np.multiply(p, wd), out=g if scratch else None)
+        scratch = True
+    s = g if scratch else np.empty_like(g)
+    np.multiply(g, 1.0 - b1, out=s)  # s = (1-b1) g
+    m = np.add(np.multiply(m, b1, out=m_out), s, out=m_out)
+    np.multiply(s, s, out=s)  # s = (1-b1)^2 g^2
+    np.multiply(s, (1.0 - b2) / (1.0 - b1) ** 2, out=s)  # s = (1-b2) g^2
+    v = np.add(np.multiply(v, b2, out=v_out), s, out=v_out)
+    np.sqrt(v, out=s)
+    np.divide(s, root_bc2, out=s)
+    np.add(s, rule.eps, out=s)
+    np.divide(m, s, out=s)
+    np.multiply(s, step_size, out=s)
+    np.subtract(p, s, out=p_out)
+    return p_out, m, v
+
+
+@specializes(adam_update, "torch")
+def _adam_update_torch(
+    rule: AdamRule, scalars: tuple[Any, Any], g: Array, p: Array, m: Array, v: Array, *,
+    xp: ModuleType | None = None, scratch: bool = False, out: tuple[Any, ...] | None = None,
+) -> tuple[Array, Array, Array]:
+    """:func:`adam_update` with PyTorch's fused ``lerp``, ``addcmul`` and
+    ``addcdiv`` (seven passes, as ``torch.optim.Adam``, where the portable form
+    takes thirteen), into ``out`` (by default ``p``, ``m`` and ``v``: **in
+    place**). With ``scratch`` the gradient's buffer holds the denominator.
+    ``lerp`` forms ``m + (1-β₁)(g - m)``: equal to ``β₁m + (1-β₁)g`` to rounding.
+    MEASURE"""
+    torch = sys.modules["torch"]
+    step_size, root_bc2 = scalars
+    wd = rule.weight_decay
+    p_out, m_out, v_out = (p, m, v) if out is None else out
+    if wd and rule.decoupled:
+        p = torch.mul(p, 1.0 - rule.lr * wd, out=p_out)
+    elif wd:
+        g, scratch = torch.add(g, p, alpha=wd), True
+    m = torch.lerp(m, g, 1.0 - rule.b1, out=m_out)
+    v = torch.mul(v, rule.b2, out=v_out).addcmul_(g, g, value=1.0 - rule.b2)
+    denom = torch.sqrt(v, out=g if scratch else None).div_(root_bc2).add_(rule.eps)
+    torch.addcdiv(p, m, denom, value=-step_size, out=p_out)
+    return p_out, m, v
+
+
+# mode 0: no decay; 1: AdamW (decay the weights); 2: Adam with L2 (decay the gradient).
+cuda.elementwise(
+    "adam", "T g, T decay, T wd, T b1, T b2, T eps, T step_size, T root_bc2, int32 mode",
+    "T p, T m, T v", """
+    T gg = g;
+    T pp = p;
+    if (mode == 1) { pp = pp * decay; } else if (mode == 2) { gg = gg + wd * pp; }
+    m = b1 * m + (T(1) - b1) * gg;
+    v = b2 * v + (T(1) - b2) * (gg * gg);
+    p = pp - step_size * (m / (sqrt(v) / root_bc2 + eps));
+""", ("decay", "wd", "b1", "b2", "eps", "step_size", "root_bc2", "mode"))
+
+
+@specializes(adam_update, "cupy", enabled=cupy_kernels_enabled)
+def _adam_update_cupy(
+    rule: AdamRule, scalars: tuple[Any, Any], g: Array, p: Array, m: Array, v: Array, *,
+    xp: ModuleType | None = None, scratch: bool = False, out: tuple[Any, ...] | None = None,
+) -> tuple[Array, Array, Array]:
+    """:func:`adam_update` in one CUDA kernel per parameter, into ``out`` (by
+    default ``p``, ``m`` and ``v``: **in place**); ``g`` is only read."""
+    if out is not None:
+        p, m, v = _copied_into(out, (p, m, v))
+    step_size, root_bc2 = scalars
+    wd = rule.weight_decay
+    mode = 0 if not wd else (1 if rule.decoupled else 2)
+    cuda.launch("adam", g, 1.0 - rule.lr * wd, wd, rule.b1, rule.b2, rule.eps,
+                step_size, root_bc2, mode, p, m, v)
+    return p, m, v
+
+
+def _copied_into(out: tuple[Any, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``values`` copied into the arrays of ``out`` (the kernels update their outputs)."""
+    result = []
+    for dst, src in zip((*out, None, None), values):
+        if src is not None:
+            dst[...] = src
+        result.append(None if src is None else dst)
+    return tuple(result)
+
+
+# --------------------------------------------------------------------------
+# the optimizer over a whole tree
+
+
+class Optimizer(NamedTuple):
+    """An optimizer: ``init(params) -> state`` and
+    ``update(grads, state, params, *, xp=None, inplace=False) -> (params, state)``.
+
+    ``inplace=True`` overwrites the ``params`` and state arrays (mutable
+    backends only; JAX stays functional) and returns them; ``grads`` is
+    never written to. ``rule`` is the typed description of bpcore's own
+    optimizers (``None`` for one of your own, which the step driver then
+    calls through ``update``).
+    """
+
+    init: Callable[..., Any]
+    update: Callable[..., tuple[Any, Any]]
+    name: str
+    config: dict[str, Any]
+    rule: SGDRule | AdamRule | None = None
+
+    def bind(
+        self, xp: ModuleType, *, inplace: bool = False, own_grads: bool = False,
+        fast: bool = True,
+    ) -> Update:
+        """``update(grads, state, params) -> (params, state)`` for namespace ``xp``,
+        with the rule's specialization for it chosen now.
+
+        ``own_grads`` says the gradients belong to the caller of the update
+        alone (the step driver's), so they may serve as scratch space.
+        """
+        if self.rule is None:
+            kwargs = {"inplace": True} if inplace else {}
+            return lambda g, s, p: self.update(g, s, p, xp=xp, **kwargs)
+        return _bind(self.rule, xp, inplace=inplace, own_grads=own_grads, fast=fast)
+
+
+def _bind(
+    rule: SGDRule | AdamRule, xp: ModuleType, *, inplace: bool, own_grads: bool, fast: bool
+) -> Update:
+    """The tree-wide update of ``rule`` on namespace ``xp`` (see :meth:`Optimizer.bind`)."""
+    adam = isinstance(rule, AdamRule)
+    kernel: Callable[..., Any] = adam_update if adam else sgd_update
+    special = specialization(kernel, xp) if fast else None
+    mutable = is_mutable(xp)
+    # functional with a specialization: the results go into new arrays (no copies)
+    fresh = special is not None and not inplace
+
+    def write_back(a: Array, new: Array) -> Array:
+        a[...] = new
+        return a
+
+    def leaf(args: tuple[Any, ...], g: Array, p: Array, *slots: Array) -> tuple[Any, ...]:
+        if special is not None:
+            out = tuple(xp.empty_like(a) for a in (p, *slots)) if fresh else None
+            return special(rule, *args, g, p, *slots, xp=xp, scratch=own_grads, out=out)
+        new = kernel(rule, *args, g, p, *slots, xp=xp)
+        if inplace and mutable:
+            return tuple(write_back(a, b) for a, b in zip((p, *slots), new))
+        return new
+
+    # the arrays passed in are the arrays returned: no tree to rebuild
+    same_arrays = inplace and (special is not None or mutable)
+
+    def update(grads: Any, state: Any, params: Any) -> tuple[Any, Any]:
+        values = tree.leaves(params)
+        g = tree.leaves(grads)
+        if adam:
+            count = state.count + 1
+            args: tuple[Any, ...] = (adam_scalars(rule, count),)  # type: ignore[arg-type]
+            slots = [tree.leaves(state.m), tree.leaves(state.v)]
+        else:
+            args, slots = (), [] if state.velocity is None else [tree.leaves(state.velocity)]
+        if len(g) != len(values) or any(len(s) != len(values) for s in slots):
+            raise ValueError(
+                f"{len(g)} gradients for {len(values)} parameters; gradients and optimizer "
+                "state must have the parameters' structure"
+            )
+        if special is not None and inplace:  # the hot path: straight to the kernel
+            for cols in zip(g, values, *slots):
+                special(rule, *args, *cols, scratch=own_grads)
+            return params, (AdamState(count, state.m, state.v) if adam else state)
+        out = [leaf(args, *cols) for cols in zip(g, values, *slots)]
+        if same_arrays:
+            new_params, new_slots = params, [state.m, state.v] if adam else [state.velocity]
+        else:
+            new_params = tree.replace(params, [o[0] for o in out])
+            new_slots = [tree.replace(params, [o[i] for o in out])
+                         for i in range(1, 1 + len(slots))] or [None]
+        if adam:
+            return new_params, AdamState(count, *new_slots)
+        return new_params, SGDState(new_slots[0])
+
+    return update
+
+
+def _zeros_like(params: Any) -> Any:
+    return tree.map_arrays(lambda a: namespace(a).zeros_like(a), params)
+
+
+def _number(name: str, key: str, value: Any, *, below: float | None = None) -> float:
+    """A finite real number ``>= 0`` (and ``< below``) as a float, or a clear error."""
+    if isinstance(value, (bool, np.bool_)):
+        raise HyperParameterError(f"{name}: {key} must be a number, got {value!r}")
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        if not isinstance(value, Real) and hasattr(value, "shape"):  # a 0-D array
+            value = np.asarray(value)
+            if value.ndim != 0 or value.dtype.kind not in "iuf":
+                raise TypeError
+            value = value[()]
+        number = float(value)  # any real number type: NumPy scalars, Fraction, Decimal
+    except (TypeError, ValueError):
+        raise HyperParameterError(
+            f"{name}: {key} must be a real number, got {value!r}"
+        ) from None
+    if not math.isfinite(number) or number < 0 or (below is not None and number >= below):
+        bound = f" and < {below:g}" if below is not None else ""
+        raise HyperParameterError(
+            f"{name}: {key} must be a finite number >= 0{bound}, got {value!r}"
+        )
+    return number
+
+
+def _make(rule: SGDRule | AdamRule, name: str, config: dict[str, Any]) -> Optimizer:
+    adam = isinstance(rule, AdamRule)
+
+    def init(params: Any) -> Any:
+        if isinstance(rule, AdamRule):
+            return AdamState(0, _zeros_like(params), _zeros_like(params))
+        return SGDState(_zeros_like(params) if rule.momentum else None)
+
+    def update(
+        grads: Any, state: Any, params: Any, *,
+        xp: ModuleType | None = None, inplace: bool = False,
+    ) -> tuple[Any, Any]:
+        ref = tree.first_array(params)
+        if ref is None:
+            return params, (AdamState(state.count + 1, state.m, state.v) if adam else state)
+        return _bind(rule, namespace(ref, xp=xp), inplace=inplace, own_grads=False,
+                     fast=True)(grads, state, params)
+
+    return Optimizer(init, update, name, config, rule)
 
 
 def sgd(
@@ -156,7 +470,8 @@ def sgd(
     """Stochastic gradient descent, optionally with (Nesterov) momentum and L2 decay.
 
     ``g ← g + λp``; ``v ← μv + g``; ``p ← p − η (g + μv if nesterov else v)``
-    (``p ← p − η g`` without momentum), as ``torch.optim.SGD``.
+    (``p ← p − η g`` without momentum), as ``torch.optim.SGD``
+    (:func:`sgd_update`).
 
     Examples
     --------
@@ -167,59 +482,14 @@ def sgd(
     >>> p["W"].tolist()
     [0.5, 0.5]
     """
-    _check_hyper("sgd", lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if nesterov and momentum == 0:
-        raise ValueError("sgd: nesterov=True needs momentum > 0, e.g. momentum=0.9")
-    lr, mu, wd = float(lr), float(momentum), float(weight_decay)
-
-    def init(params: Any) -> SGDState:
-        return SGDState(_zeros_like(params) if mu else None)
-
-    def plain(g: Array, p: Array) -> tuple[Array]:
-        if wd:
-            g = g + wd * p
-        return (p - lr * g,)
-
-    def with_momentum(g: Array, p: Array, v: Array) -> tuple[Array, Array]:
-        if wd:
-            g = g + wd * p
-        v = mu * v + g
-        step = g + mu * v if nesterov else v
-        return p - lr * step, v
-
-    def in_place(g: Array, p: Array, v: Array | None = None) -> None:
-        # p and v are overwritten; g is only read (it may be the caller's).
-        if wd:
-            g = g + wd * p
-        if v is None:
-            p -= lr * g
-            return
-        v *= mu
-        v += g
-        p -= lr * (g + mu * v if nesterov else v)
-
-    def update(
-        grads: Any, state: SGDState, params: Any, *,
-        xp: ModuleType | None = None, inplace: bool = False,
-    ) -> tuple[Any, SGDState]:
-        ns = _inplace_ok(inplace, xp, params)
-        if ns is not None:
-            fast = fast_module(ns)
-            leaf = in_place if fast is None else fast.sgd_leaf(lr, mu, nesterov, wd, own_grad=False)
-            if mu:
-                _each_leaf(leaf, grads, params, state.velocity)
-            else:
-                _each_leaf(leaf, grads, params)
-            return params, state
-        if not mu:
-            (new,) = _map_n(plain, 1, grads, params)
-            return new, state
-        new, vel = _map_n(with_momentum, 2, grads, params, state.velocity)
-        return new, SGDState(vel)
-
+    lr = _number("sgd", "lr", lr)
+    mu = _number("sgd", "momentum", momentum)
+    wd = _number("sgd", "weight_decay", weight_decay)
+    if nesterov and mu == 0:
+        raise HyperParameterError("sgd: nesterov=True needs momentum > 0, e.g. momentum=0.9")
+    nesterov = bool(nesterov)
     name = "sgd" if not mu else ("nesterov" if nesterov else "momentum")
-    _SPECS[update] = ("sgd", lr, mu, nesterov, wd)
-    return Optimizer(init, update, name, {
+    return _make(SGDRule(lr, mu, nesterov, wd), name, {
         "name": "sgd", "lr": lr, "momentum": mu, "nesterov": nesterov, "weight_decay": wd,
     })
 
@@ -234,64 +504,20 @@ def _adam(
     weight_decay: float, decoupled: bool,
 ) -> Optimizer:
     try:
-        b1, b2 = (float(b) for b in betas)
+        b1, b2 = betas
     except (TypeError, ValueError):
-        raise ValueError(
+        raise HyperParameterError(
             f"{name}: betas must be two numbers in [0, 1), e.g. (0.9, 0.999), got {betas!r}"
         ) from None
-    _check_hyper(name, lr=lr, eps=eps, weight_decay=weight_decay)
-    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-        raise ValueError(f"{name}: betas must lie in [0, 1), got {betas!r}")
-    lr, eps, wd = float(lr), float(eps), float(weight_decay)
-
-    def init(params: Any) -> AdamState:
-        return AdamState(0, _zeros_like(params), _zeros_like(params))
-
-    def update(
-        grads: Any, state: AdamState, params: Any, *,
-        xp: ModuleType | None = None, inplace: bool = False,
-    ) -> tuple[Any, AdamState]:
-        t = state.count + 1
-        step_size = lr / (1.0 - b1**t)
-        root_bc2 = (1.0 - b2**t) ** 0.5
-        xp_ = xp
-        ns = _inplace_ok(inplace, xp, params)
-        if ns is not None:
-            fast = fast_module(ns)
-
-            def in_place(g: Array, p: Array, m: Array, v: Array) -> None:
-                # p, m and v are overwritten; g is only read (it may be the caller's).
-                if wd and decoupled:
-                    p *= 1.0 - lr * wd
-                elif wd:
-                    g = g + wd * p
-                m *= b1
-                m += (1.0 - b1) * g
-                v *= b2
-                v += (1.0 - b2) * (g * g)
-                p -= step_size * (m / (ns.sqrt(v) / root_bc2 + eps))
-
-            apply = in_place if fast is None else fast.adam_leaf(
-                lr, b1, b2, eps, wd, decoupled, t, own_grad=False
-            )
-            _each_leaf(apply, grads, params, state.m, state.v)
-            return params, AdamState(t, state.m, state.v)
-
-        def leaf(g: Array, p: Array, m: Array, v: Array) -> tuple[Array, Array, Array]:
-            ns = namespace(p, xp=xp_)
-            if wd and decoupled:
-                p = p * (1.0 - lr * wd)  # AdamW: decay the weights, not the gradient
-            elif wd:
-                g = g + wd * p
-            m = b1 * m + (1.0 - b1) * g
-            v = b2 * v + (1.0 - b2) * (g * g)
-            return p - step_size * (m / (ns.sqrt(v) / root_bc2 + eps)), m, v
-
-        new, m, v = _map_n(leaf, 3, grads, params, state.m, state.v)
-        return new, AdamState(t, m, v)
-
-    _SPECS[update] = ("adam", lr, b1, b2, eps, wd, decoupled)
-    return Optimizer(init, update, name, {
+    try:
+        b1 = _number(name, "betas[0]", b1, below=1.0)
+        b2 = _number(name, "betas[1]", b2, below=1.0)
+    except HyperParameterError:
+        raise HyperParameterError(f"{name}: betas must lie in [0, 1), got {betas!r}") from None
+    lr = _number(name, "lr", lr)
+    eps = _number(name, "eps", eps)
+    wd = _number(name, "weight_decay", weight_decay)
+    return _make(AdamRule(lr, b1, b2, eps, wd, decoupled), name, {
         "name": name, "lr": lr, "betas": [b1, b2], "eps": eps, "weight_decay": wd,
     })
 
@@ -300,7 +526,7 @@ def adam(
     lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
     *, weight_decay: float = 0.0,
 ) -> Optimizer:
-    """Adam (Kingma & Ba), bias-corrected, as ``torch.optim.Adam``.
+    """Adam (Kingma & Ba), bias-corrected, as ``torch.optim.Adam`` (:func:`adam_update`).
 
     ``m ← β₁m + (1−β₁)g``; ``v ← β₂v + (1−β₂)g²``;
     ``p ← p − η/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)``. ``weight_decay`` adds ``λp``
@@ -330,8 +556,8 @@ def get_optimizer(name: str, **kwargs: Any) -> Optimizer:
     """An optimizer by name (``sgd``, ``momentum``, ``adam``, ``adamw``)."""
     try:
         factory = OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(
+    except (KeyError, TypeError):
+        raise HyperParameterError(
             f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}"
         ) from None
     return factory(**kwargs)

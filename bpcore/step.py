@@ -1,33 +1,169 @@
-"""The training step: forward, loss, backward, update — the hot path.
+"""The step driver: forward, loss, backward, update — written once.
 
-:func:`train_step` binds a network, a loss and an optimizer once and returns
-``step(params, state, x, t) -> (params, state, loss)``. Everything that
-cannot change between calls (the layer functions, the loss, the optimizer's
-hyper-parameters) is resolved when the step is built; a call does the
-arithmetic, one namespace look-up (a dict access) and, unless turned off, the
-checks of the batch it was given.
+Every way bpcore trains or evaluates a network goes through one
+:class:`Driver`: :func:`train_step`, :func:`value_and_grad`, :func:`predict`,
+mixed precision (casts at the driver's edges), :func:`bpcore.compile` (the
+same step handed to a compiler) and data-parallel training (a gradient
+transform between backward and update). One batch through it::
 
-On a backend with a fast path (NumPy: :mod:`bpcore.fast.numpy`) the step runs
-fused kernels that compute the same thing to rounding while writing into the
-intermediates it owns; ``inplace=True`` also updates the parameters and
-optimizer state in place, as a hand-written NumPy loop does.
+    y, cache = forward(params, x)                 # each layer's forward kernel, in turn
+    value, dy = loss(y, t)                        # the loss and dloss/dy
+    _, grads = backward(params, cache, dy)        # the delta rule, layer by layer, in reverse
+    grads = grad_transform(grads)                 # optional (the all-reduce)
+    params, state = update(grads, state, params)  # the optimizer, leaf by leaf
+
+When a step first meets a namespace it *binds* the network, loss and
+optimizer to it (:mod:`bpcore.dispatch`): each kernel with a specialization
+for that backend is replaced by it, and on backends with mutable arrays the
+driver owns a :class:`~bpcore.dispatch.Workspace` whose buffers those
+specializations write into from one call to the next. ``fast=False`` keeps
+the portable kernels everywhere; the results agree to rounding.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
+from typing import Any, NamedTuple
 
-from .backend import Array, namespace
+from . import tree
+from .backend import Array, is_mutable, namespace
 from .checks import check_features, check_params, check_targets
-from .fast import fused_step
-from .layers.core import Layer
+from .dispatch import Binding, Workspace
+from .layers.core import Layer, bind
 from .losses import Loss, get_loss
 from .optim import Optimizer
 
-__all__ = ["predict", "train_step", "value_and_grad"]
+__all__ = ["Driver", "Edges", "predict", "train_step", "value_and_grad"]
 
 Step = Callable[[Any, Any, Array, Array], tuple[Any, Any, Array]]
+
+
+def _same(a: Any) -> Any:
+    return a
+
+
+class Edges(NamedTuple):
+    """Casts at the driver's edges (mixed precision: :mod:`bpcore.mixed`).
+
+    ``params`` and ``x`` on the way into the forward pass, ``y`` between the
+    network's output and the loss, ``dy`` between the loss and the backward
+    pass, ``grads`` after it. Each is the identity by default.
+    """
+
+    params: Callable[[Any], Any] = _same
+    x: Callable[[Array], Array] = _same
+    y: Callable[[Array], Array] = _same
+    dy: Callable[[Array], Array] = _same
+    grads: Callable[[Any], Any] = _same
+
+
+_NO_EDGES = Edges()
+
+
+class _Bound(NamedTuple):
+    """A network, loss and optimizer bound to one namespace."""
+
+    xp: ModuleType
+    forward: Callable[..., tuple[Array, Any]]
+    backward: Callable[..., tuple[Array | None, Any]]
+    loss: Callable[..., tuple[Array, Array]]
+    update: Callable[[Any, Any, Any], tuple[Any, Any]] | None
+
+
+class Driver:
+    """Forward, loss, backward and update of one network, on every backend.
+
+    Parameters
+    ----------
+    model : Layer
+    loss : Loss or str
+    optimizer : Optimizer, optional
+        Needed for :meth:`step` and :meth:`update`.
+    fast : bool
+        Use each kernel's specialization for the backend where it has one.
+    inplace : bool
+        Update the parameters and optimizer state in place (mutable backends).
+    workspace : bool
+        Let the specializations write into buffers the driver keeps between
+        calls. Only for a driver whose intermediates never reach the caller
+        (a training step: the gradients are consumed by the update).
+    grad_transform : callable, optional
+        ``grads -> grads`` between backward and the update.
+    """
+
+    def __init__(
+        self, model: Layer, loss: Loss | str, optimizer: Optimizer | None = None, *,
+        fast: bool = True, inplace: bool = False, workspace: bool = False,
+        grad_transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.model, self.loss, self.optimizer = model, get_loss(loss), optimizer
+        self.fast, self.inplace, self.workspace = fast, inplace, workspace
+        self.grad_transform = grad_transform
+        self._bound: dict[ModuleType, _Bound] = {}
+
+    def bound(self, xp: ModuleType) -> _Bound:
+        """The network, loss and optimizer bound to namespace ``xp`` (built once)."""
+        b = self._bound.get(xp)
+        if b is None:
+            ws = Workspace(xp) if self.workspace and self.fast and is_mutable(xp) else None
+            binding = Binding(xp, ws, self.fast)
+            net = bind(self.model, binding.scope("net"))
+            update = None if self.optimizer is None else self.optimizer.bind(
+                xp, inplace=self.inplace, own_grads=True, fast=self.fast
+            )
+            loss = binding.scope("loss").kernel(self.loss.fn)
+            b = self._bound[xp] = _Bound(xp, net.forward, net.backward, loss, update)
+        return b
+
+    def gradients(
+        self, params: Any, x: Array, t: Array, edges: Edges = _NO_EDGES, *,
+        bound: _Bound | None = None,
+    ) -> tuple[Array, Any]:
+        """The loss on a batch and its gradient with respect to every parameter."""
+        b = self.bound(namespace(x)) if bound is None else bound
+        xp = b.xp
+        if edges is _NO_EDGES:
+            y, cache = b.forward(params, x, xp=xp)
+            value, dy = b.loss(y, t, xp=xp)
+            _, grads = b.backward(params, cache, dy, xp=xp, need_dx=False)
+            return value, grads
+        params = edges.params(params)
+        y, cache = b.forward(params, edges.x(x), xp=xp)
+        value, dy = b.loss(edges.y(y), t, xp=xp)
+        _, grads = b.backward(params, cache, edges.dy(dy), xp=xp, need_dx=False)
+        return value, edges.grads(grads)
+
+    def update(
+        self, grads: Any, state: Any, params: Any, *, bound: _Bound | None = None
+    ) -> tuple[Any, Any]:
+        """The optimizer's update, after the gradient transform."""
+        if self.grad_transform is not None:
+            grads = self.grad_transform(grads)
+        b = self.bound(namespace(tree.first_array(params))) if bound is None else bound
+        assert b.update is not None, "a Driver without an optimizer cannot update"
+        return b.update(grads, state, params)
+
+    def step(
+        self, params: Any, state: Any, x: Array, t: Array, *, bound: _Bound | None = None
+    ) -> tuple[Any, Any, Array]:
+        """One training step: ``(params, state, loss_value)``."""
+        b = self.bound(namespace(x)) if bound is None else bound
+        value, grads = self.gradients(params, x, t, bound=b)
+        params, state = self.update(grads, state, params, bound=b)
+        return params, state, value
+
+    def on(self, xp: ModuleType) -> Step:
+        """:meth:`step` bound to namespace ``xp`` ahead of time: what a compiler
+        traces (no look-up by namespace inside the traced function)."""
+        return functools.partial(self.step, bound=self.bound(xp))
+
+    def predict(self, params: Any, x: Array) -> Array:
+        """The network's output for ``x``."""
+        b = self.bound(namespace(x))
+        y, _ = b.forward(params, x, xp=b.xp)
+        return y
 
 
 def train_step(
@@ -49,7 +185,8 @@ def train_step(
         Check every batch (backend, device, shapes, dtypes, labels, NaN/Inf)
         and raise a clear error. A loop that has validated its whole data set
         once (as ``Model.fit`` does) passes ``False`` to skip the per-batch
-        reductions.
+        reductions. Wrapping the step in your own ``jax.jit`` or
+        ``torch.compile`` also needs ``False`` (a check reads values on the host).
     inplace : bool
         Write the new parameters and optimizer state into the arrays passed
         in (``W -= lr * dW``) instead of returning new ones: faster, no
@@ -59,17 +196,18 @@ def train_step(
         PyTorch, array-api-strict); on JAX the update stays functional. The
         parameters must not share arrays with one another.
     fast : bool
-        Use the backend's fused fast path where there is one (NumPy, for
-        networks of dense layers and sigmoid/tanh/relu/identity with bpcore's
-        losses); ``False`` runs the portable kernels. The results agree to
-        rounding.
+        Use each kernel's specialization for the backend where it has one
+        (:mod:`bpcore.dispatch`; NumPy: ``out=`` kernels writing into the
+        step's workspace), and keep intermediates in buffers reused from one
+        call to the next; ``False`` runs the portable kernels. The results
+        agree to rounding.
     grad_transform : callable, optional
         ``grads -> grads`` (same structure), applied between backward and
         the optimizer update, e.g. the gradient all-reduce of data-parallel
         training (:meth:`bpcore.distributed.Communicator.grad_transform`).
-        It may return new arrays or views of a buffer it owns; the fused
-        NumPy step may then overwrite them. ``None`` (the default) leaves the
-        step as it is.
+        It may return new arrays or views of a buffer it owns; the update
+        may then use them as scratch space. ``None`` (the default) leaves
+        the step as it is.
 
     Returns
     -------
@@ -77,7 +215,7 @@ def train_step(
         ``step(params, state, x, t) -> (params, state, loss_value)`` with
         ``x`` of shape ``(batch, n_in)``; ``loss_value`` is a 0-D array of the
         parameters' backend. Unless ``inplace=True``, nothing passed in is
-        modified. The step keeps no state between calls.
+        modified. Buffers aside, the step keeps no state between calls.
 
     Examples
     --------
@@ -91,41 +229,23 @@ def train_step(
     >>> float(value) > 0
     True
     """
-    loss = get_loss(loss)
-    forward, backward = model.forward, model.backward
-    loss_fn, update = loss.fn, optimizer.update
-    n_in, n_out, kind = model.n_in, model.n_out, loss.targets
-    update_kwargs = {"inplace": True} if inplace else {}
-    # The fused step for each namespace met so far (None: no fast path there).
-    fused: dict[Any, Step | None] = {}
+    driver = Driver(model, loss, optimizer, fast=fast, inplace=inplace, workspace=True,
+                    grad_transform=grad_transform)
+    if not validate:
+        return driver.step
+    kind = driver.loss.targets
 
     def step(params: Any, state: Any, x: Array, t: Array) -> tuple[Any, Any, Array]:
-        if validate:
-            _check_batch(params, x, t, n_in, n_out, kind)
-        xp = namespace(x)
-        if fast:
-            try:
-                run = fused[xp]
-            except KeyError:
-                run = fused[xp] = fused_step(
-                    xp, model, loss, optimizer, inplace=inplace, grad_transform=grad_transform
-                )
-            if run is not None:
-                return run(params, state, x, t)
-        y, cache = forward(params, x, xp=xp)
-        value, dy = loss_fn(y, t, xp=xp)
-        _, grads = backward(params, cache, dy, xp=xp, need_dx=False)
-        if grad_transform is not None:
-            grads = grad_transform(grads)
-        params, state = update(grads, state, params, xp=xp, **update_kwargs)
-        return params, state, value
+        check_batch(params, x, t, model.n_in, model.n_out, kind)
+        return driver.step(params, state, x, t)
 
     return step
 
 
-def _check_batch(
+def check_batch(
     params: Any, x: Array, t: Array, n_in: int | None, n_out: int | None, kind: str
 ) -> None:
+    """The checks of one batch against the parameters it will meet."""
     _, ref = check_params(params)
     check_features(x, ref, n_in)
     check_targets(t, ref, x.shape[0], n_out, kind)
@@ -138,15 +258,12 @@ def value_and_grad(
 
     ``grads`` has the structure of ``params``. Use it to drive an optimizer
     of your own, or to check bpcore's gradients against another library.
+    Inside your own ``jax.jit`` or ``torch.compile``, pass ``validate=False``.
     """
-    loss = get_loss(loss)
+    driver = Driver(model, loss)
     if validate:
-        _check_batch(params, x, t, model.n_in, model.n_out, loss.targets)
-    xp = namespace(x)
-    y, cache = model.forward(params, x, xp=xp)
-    value, dy = loss.fn(y, t, xp=xp)
-    _, grads = model.backward(params, cache, dy, xp=xp, need_dx=False)
-    return value, grads
+        check_batch(params, x, t, model.n_in, model.n_out, driver.loss.targets)
+    return driver.gradients(params, x, t)
 
 
 def predict(model: Layer, params: Any, x: Array, *, validate: bool = True) -> Array:
@@ -155,5 +272,4 @@ def predict(model: Layer, params: Any, x: Array, *, validate: bool = True) -> Ar
     if validate:
         _, ref = check_params(params)
         check_features(x, ref, model.n_in)
-    y, _ = model.forward(params, x, xp=namespace(x))
-    return y
+    return Driver(model, "mse").predict(params, x)

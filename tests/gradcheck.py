@@ -48,7 +48,7 @@ def host(a: Any) -> np.ndarray:
 
 def snapshot(tree: Any) -> Any:
     """A NumPy copy of every array in a nest of dicts/lists/tuples (to detect mutation)."""
-    return bp.backend.tree_map(lambda a: np.array(bp.to_numpy(a), copy=True), tree)
+    return bp.tree.map_arrays(lambda a: np.array(bp.to_numpy(a), copy=True), tree)
 
 
 def flat_snapshot(tree: Any) -> list[np.ndarray]:
@@ -59,7 +59,7 @@ def flat_snapshot(tree: Any) -> list[np.ndarray]:
         out.append(np.array(bp.to_numpy(a), copy=True))
         return a
 
-    bp.backend.tree_map(keep, tree)
+    bp.tree.map_arrays(keep, tree)
     return out
 
 
@@ -68,8 +68,8 @@ def assert_same_tree(tree: Any, before: Any) -> None:
     now = snapshot(tree)
     flat_now: list[np.ndarray] = []
     flat_before: list[np.ndarray] = []
-    bp.backend.tree_map(flat_now.append, now)
-    bp.backend.tree_map(flat_before.append, before)
+    bp.tree.map_arrays(flat_now.append, now)
+    bp.tree.map_arrays(flat_before.append, before)
     for a, b in zip(flat_now, flat_before, strict=True):
         np.testing.assert_array_equal(a, b, strict=True)
 

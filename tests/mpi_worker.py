@@ -148,9 +148,9 @@ def scenario_buckets(comm: Any, out: Path) -> None:
 
 
 def _sig(tree: Any) -> Any:
-    from bpcore.distributed import _flatten, _signature
+    from bpcore.distributed import _signature
 
-    return _signature(_flatten(tree)[0])
+    return _signature(bp.tree.arrays(tree))
 
 
 def scenario_shards(comm: Any, out: Path) -> None:

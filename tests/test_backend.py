@@ -35,7 +35,7 @@ def _leaves(tree: Any) -> list[Any]:
         out.append(a)
         return a
 
-    bp.backend.tree_map(keep, tree)
+    bp.tree.map_arrays(keep, tree)
     return out
 
 

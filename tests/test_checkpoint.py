@@ -17,7 +17,7 @@ import pytest
 from conftest import require_backend
 
 import bpcore as bp
-from bpcore.backend import backend_name, namespace, to_numpy, tree_map
+from bpcore.backend import backend_name, namespace, to_numpy
 from bpcore.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
@@ -28,6 +28,7 @@ from bpcore.checkpoint import (
 )
 from bpcore.errors import CheckpointError, CheckpointExistsError, CheckpointNotFoundError
 from bpcore.optim import AdamState, SGDState
+from bpcore.tree import map_arrays as tree_map
 
 OPTIMIZERS = {
     "momentum": lambda: bp.momentum(lr=0.1, momentum=0.9),

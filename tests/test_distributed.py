@@ -295,22 +295,10 @@ def test_bucket_plan_groups_by_dtype_and_caps_the_size() -> None:
     assert bucket_plan(()) == []
 
 
-def test_flatten_round_trips_trees_with_named_tuples_and_scalars() -> None:
-    net, opt = bp.mlp([3, 4, 2]), bp.adam()
-    params = net.init(0)
-    tree = (params, opt.init(params), None, 5)
-    leaves, skeleton = dist._flatten(tree)
-    assert len(leaves) == 4 * 3  # W and b of two layers, in params, m and v
-    back = dist._unflatten(skeleton, leaves)
-    assert isinstance(back[1], bp.optim.AdamState) and back[1].count == 0
-    assert back[2] is None and back[3] == 5 and back[0][1] == {}
-    assert back[0][0]["W"] is params[0]["W"]
-
-
 def test_pack_and_unpack_on_every_backend(xp: Any) -> None:
     net = bp.mlp([3, 4, 2])
     params = net.init(0)
-    leaves, _ = dist._flatten(params)
+    leaves, _ = bp.tree.flatten(params, only_arrays=True)
     before = [bp.to_numpy(a).copy() for a in leaves]
     (bucket,) = bucket_plan(dist._signature(leaves))
     flat = dist._pack(xp, leaves, bucket)
@@ -403,7 +391,7 @@ def test_train_step_grad_transform_runs_between_backward_and_update(xp: Any) -> 
 
     def halve(grads: Any) -> Any:
         seen.append(grads)
-        return bp.backend.tree_map(lambda g: g * 0.5, grads)
+        return bp.tree.map_arrays(lambda g: g * 0.5, grads)
 
     for fast in (True, False):
         step = bp.train_step(net, "softmax_cross_entropy", opt, grad_transform=halve, fast=fast)

@@ -151,8 +151,8 @@ def test_resume_is_bit_for_bit(backend: str, optimizer: str, tmp_path: object) -
     for a, b in zip(straight.params, resumed.params):
         for k in a:
             np.testing.assert_array_equal(bp.to_numpy(a[k]), bp.to_numpy(b[k]))
-    a_state = bp.backend.tree_map(bp.to_numpy, straight.opt_state)
-    b_state = bp.backend.tree_map(bp.to_numpy, resumed.opt_state)
+    a_state = bp.tree.map_arrays(bp.to_numpy, straight.opt_state)
+    b_state = bp.tree.map_arrays(bp.to_numpy, resumed.opt_state)
     assert type(a_state) is type(b_state)
     for x, z in zip(_leaves(a_state), _leaves(b_state)):
         np.testing.assert_array_equal(x, z)

@@ -11,7 +11,7 @@ import pytest
 from gradcheck import assert_like, assert_same_tree, put, snapshot
 
 import bpcore as bp
-from bpcore.backend import tree_map
+from bpcore.tree import map_arrays as tree_map
 
 N_STEPS = 5
 #: A network's parameter tree: one dict per layer, ``{}`` for an activation.

@@ -64,7 +64,7 @@ def environment(load_at_start: list[float] | None = None) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     try:
-        from .. import __version__
+        from .._version import __version__
 
         versions["bpcore"] = __version__
     except ImportError:

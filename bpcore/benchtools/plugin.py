@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -97,10 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         jax.config.update("jax_enable_x64", True)
     from .environment import load_average
 
-    config._bp_load_at_start = load_average()  # type: ignore[attr-defined]
-    config._bp_floors = {}  # type: ignore[attr-defined]
-    config._bp_skipped = []  # type: ignore[attr-defined]
-    config._bp_runners = {}  # type: ignore[attr-defined]
+    config.stash[_RUN] = _Run(load_average())
 
 
 def _selection(config: pytest.Config) -> dict[str, Any]:
@@ -163,22 +161,39 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
 
 
+@dataclass
+class _Run:
+    """What the plugin keeps for one benchmark session."""
+
+    load_at_start: Any
+    floors: dict[tuple[Any, ...], float] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    runners: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+
+_RUN = pytest.StashKey[_Run]()
+
+
+def _load_at_start(config: pytest.Config) -> Any:
+    run = config.stash.get(_RUN, None)
+    return None if run is None else run.load_at_start
+
+
 def runner_cache(config: pytest.Config) -> dict[tuple[Any, ...], Any]:
     """Built rows (or the reason they are unavailable), kept from a row's first
     pass to its last so that it is built, compiled and placed only once."""
-    cache: dict[tuple[Any, ...], Any] = config._bp_runners  # type: ignore[attr-defined]
-    return cache
+    return config.stash[_RUN].runners
 
 
 def record_floor(config: pytest.Config, key: tuple[Any, ...], seconds: float) -> None:
     """Remember a GEMM floor's time (of the current pass) for the rows of its table."""
-    config._bp_floors[key] = seconds  # type: ignore[attr-defined]
+    config.stash[_RUN].floors[key] = seconds
 
 
 def floor_time(config: pytest.Config, workload: str, dtype: str, device: str, size: int,
                library: str) -> tuple[str | None, float | None]:
     """The floor a row on ``library`` is compared with, and its time (if measured)."""
-    floors: dict[tuple[Any, ...], float] = config._bp_floors  # type: ignore[attr-defined]
+    floors = config.stash[_RUN].floors
     name = FLOOR_OF.get(library)
     if device == "gpu" and library in ("numpy", "jax", "array_api_strict"):
         name = "gemm-floor-torch" if (workload, dtype, device, size, "gemm-floor-torch") in floors \
@@ -202,16 +217,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         reason = reason.removeprefix("Skipped: ")
         entry = {k: callspec.params[k] for k in ("workload", "dtype", "device", "row", "size")}
         entry["reason"] = reason
-        if entry not in item.config._bp_skipped:  # type: ignore[attr-defined]
-            item.config._bp_skipped.append(entry)  # type: ignore[attr-defined]
+        skipped = item.config.stash[_RUN].skipped
+        if entry not in skipped:
+            skipped.append(entry)
 
 
 def _report(config: pytest.Config) -> dict[str, Any]:
     from .environment import environment
 
     return {
-        "skipped": list(config._bp_skipped),  # type: ignore[attr-defined]
-        "environment": environment(getattr(config, "_bp_load_at_start", None)),
+        "skipped": list(config.stash[_RUN].skipped),
+        "environment": environment(_load_at_start(config)),
         "statistic": "min",
     }
 
@@ -221,7 +237,7 @@ def pytest_benchmark_update_machine_info(
 ) -> None:
     from .environment import environment
 
-    machine_info["bpcore_environment"] = environment(getattr(config, "_bp_load_at_start", None))
+    machine_info["bpcore_environment"] = environment(_load_at_start(config))
 
 
 def pytest_benchmark_update_json(
@@ -232,7 +248,7 @@ def pytest_benchmark_update_json(
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.getoption("--bp-report", None)
-    if path and hasattr(session.config, "_bp_skipped"):
+    if path and _RUN in session.config.stash:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             json.dump(_report(session.config), f, indent=1)

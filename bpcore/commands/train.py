@@ -10,6 +10,7 @@ data-parallel on N ranks (:mod:`bpcore.distributed`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import textwrap
@@ -575,8 +576,7 @@ def _threads(n: int, backend: str) -> Iterator[None]:
         else:
             limiter = threadpool_limits(limits=n)
         if backend == "torch" or "torch" in sys.modules:
-            import torch
-
+            torch = importlib.import_module("torch")
             before = torch.get_num_threads()
             torch.set_num_threads(n)
         yield

@@ -12,17 +12,17 @@ the first layer of a network skip the one product whose result nobody reads.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..backend import Array
+from ..dispatch import Binding
 from ..init import as_generator
 
-__all__ = ["Layer", "Params", "anatomy", "sequential"]
+__all__ = ["Layer", "Params", "bind", "sequential"]
 
 #: A layer's parameters (or gradients): ``{"W": ..., "b": ...}``; a sequential
 #: network's are a tuple with one such dict per layer.
@@ -34,7 +34,9 @@ class Layer(NamedTuple):
 
     ``n_in``/``n_out`` are feature counts (``None`` where the layer keeps the
     width of its input); ``config`` is a JSON-able description from which
-    :func:`bpcore.layers.from_config` rebuilds the layer.
+    :func:`bpcore.layers.from_config` rebuilds the layer. ``bind`` is how the
+    step driver gives the layer its backend's specializations and workspace
+    (see :mod:`bpcore.dispatch`); a layer of your own can leave it ``None``.
     """
 
     init: Callable[..., Params]
@@ -44,32 +46,20 @@ class Layer(NamedTuple):
     n_in: int | None = None
     n_out: int | None = None
     config: Any = None
+    #: ``bind(binding) -> Layer``: the same layer with each kernel replaced by
+    #: its specialization for ``binding.xp`` (if it has one) writing into
+    #: ``binding.ws``; ``None`` for a layer that runs as it is everywhere.
+    bind: Callable[[Binding], Layer] | None = None
+    #: ``(forward, backward)``: the kernels of a parameter-free layer, called
+    #: as ``forward(x, *, xp) -> (y, cache)`` and ``backward(cache, dy, *, xp)
+    #: -> dx`` (what its ``forward``/``backward`` wrap); ``None`` otherwise.
+    kernels: tuple[Callable[..., Any], Callable[..., Any]] | None = None
 
 
-#: What the layers bpcore builds are made of, keyed by their ``forward``
-#: function: ``("sequential", layers)`` or ``("activation", fwd, bwd, backward)``.
-#: Backend fast paths (:mod:`bpcore.fast`) read it through :func:`anatomy` to
-#: recognise a network they can run fused; a hand-made Layer is not in it.
-_ANATOMY: weakref.WeakKeyDictionary[Callable[..., Any], tuple[Any, ...]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def anatomy(layer: Layer) -> tuple[Any, ...] | None:
-    """What a layer built by bpcore is made of (``None`` for any other layer).
-
-    ``("sequential", layers)`` for :func:`sequential`, ``("activation", fwd,
-    bwd)`` for an activation layer with kernels ``fwd``/``bwd``. Used by
-    :mod:`bpcore.fast` to decide whether a network has a fused fast path.
-    """
-    entry = _ANATOMY.get(layer.forward)
-    if entry is None:
-        return None
-    if entry[0] == "activation":
-        _, fwd, bwd, backward = entry
-        return ("activation", fwd, bwd) if layer.backward is backward else None
-    _, parts, backward = entry
-    return ("sequential", parts) if layer.backward is backward else None
+def bind(layer: Layer, binding: Binding) -> Layer:
+    """``layer`` with its kernels chosen for ``binding`` (its namespace and
+    workspace): the layer's own :attr:`Layer.bind`, or the layer itself."""
+    return layer if layer.bind is None else layer.bind(binding)
 
 
 def sequential(*layers: Layer) -> Layer:
@@ -106,8 +96,6 @@ def sequential(*layers: Layer) -> Layer:
             width = layer.n_out
     n_in = next((lay.n_in for lay in layers if lay.n_in is not None), None)
     inits = tuple(lay.init for lay in layers)
-    forwards = tuple(lay.forward for lay in layers)
-    backwards = tuple(lay.backward for lay in layers)[::-1]
 
     def init(
         seed: int | np.random.Generator | None = None, *,
@@ -116,12 +104,36 @@ def sequential(*layers: Layer) -> Layer:
         rng = as_generator(seed)
         return tuple(f(rng, xp=xp, dtype=dtype, device=device) for f in inits)
 
+    config = {"name": "sequential", "layers": [lay.config for lay in layers]}
+
+    def build(parts: Sequence[Layer], bind_: Callable[[Binding], Layer] | None) -> Layer:
+        forward, backward = _chain(parts)
+        return Layer(init, forward, backward, "sequential", n_in, width, config, bind_)
+
+    def bind_all(binding: Binding) -> Layer:
+        return build([bind(lay, binding.scope(i)) for i, lay in enumerate(layers)], None)
+
+    return build(layers, bind_all)
+
+
+def _chain(layers: Sequence[Layer]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The forward and backward of ``layers`` applied in turn (the chain rule).
+
+    A parameter-free layer's kernels are called directly (``Layer.kernels``):
+    the same arithmetic as its ``forward``/``backward``, one call fewer.
+    """
+    steps = tuple(
+        (False, lay.forward, lay.backward) if lay.kernels is None else (True, *lay.kernels)
+        for lay in layers
+    )
+    last = len(layers) - 1
+
     def forward(
         params: tuple[Params, ...], x: Array, *, xp: ModuleType | None = None
     ) -> tuple[Array, list[Any]]:
         caches = []
-        for f, p in zip(forwards, params):
-            x, c = f(p, x, xp=xp)
+        for (bare, f, _), p in zip(steps, params):
+            x, c = f(x, xp=xp) if bare else f(p, x, xp=xp)
             caches.append(c)
         return x, caches
 
@@ -129,15 +141,14 @@ def sequential(*layers: Layer) -> Layer:
         params: tuple[Params, ...], cache: list[Any], dy: Array, *,
         xp: ModuleType | None = None, need_dx: bool = True,
     ) -> tuple[Array | None, tuple[Params, ...]]:
-        n = len(backwards)
-        grads: list[Params] = [None] * n
-        for i, b in enumerate(backwards):
-            j = n - 1 - i
-            dy, grads[j] = b(params[j], cache[j], dy, xp=xp, need_dx=need_dx or j > 0)
+        grads: list[Params] = [None] * len(steps)
+        for j in range(last, -1, -1):
+            bare, _, b = steps[j]
+            if bare:
+                dy, grads[j] = b(cache[j], dy, xp=xp), {}
+            else:
+                dy, grads[j] = b(params[j], cache[j], dy, xp=xp, need_dx=need_dx or j > 0)
         return dy, tuple(grads)
 
-    _ANATOMY[forward] = ("sequential", layers, backward)
-    return Layer(
-        init, forward, backward, "sequential", n_in, width,
-        {"name": "sequential", "layers": [lay.config for lay in layers]},
-    )
+    return forward, backward
+

@@ -1,0 +1,3 @@
+"""The version of bpcore (its own module, so that any layer can read it)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,179 @@
+"""Backend specializations of portable kernels, and the step driver's workspace.
+
+Every kernel in bpcore is written once against the Array API standard. Where
+one backend has a faster way to compute the same kernel (an ``out=`` NumPy
+update that allocates nothing, a fused CUDA elementwise kernel), that way is
+written *beside* the portable kernel, in the same module, and registered
+with :func:`specializes`::
+
+    def relu_forward(x, *, xp=None):                 # the formula, for every backend
+        ...
+
+    @specializes(relu_forward, "numpy")
+    def _relu_forward_numpy(x, *, xp=None, ws=None):  # the same result, written for NumPy
+        ...
+
+A specialization takes the portable kernel's arguments plus ``ws``, a
+:class:`Workspace` (or ``None``), and returns what the portable kernel
+returns, to rounding — including a cache with the same meaning, so that a
+specialized forward may be paired with a portable backward and the other
+way round. It never writes into its arguments unless its docstring says so
+(the optimizer updates, which work in place by design). The test suite runs
+every specialization against its portable kernel on the same inputs.
+
+The step driver (:mod:`bpcore.step`) chooses, once per namespace when a step
+is built, each kernel's specialization for that backend
+(:func:`specialization`); ``train_step(..., fast=False)`` keeps the portable
+kernels everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, NamedTuple
+
+from .backend import Array, backend_name
+
+__all__ = [
+    "Binding",
+    "Workspace",
+    "cupy_kernels_enabled",
+    "output",
+    "specialization",
+    "specializations",
+    "specializes",
+]
+
+_Fn = Callable[..., Any]
+
+
+def cupy_kernels_enabled() -> bool:
+    """Whether bpcore's CUDA kernels for CuPy are switched on (``BPCORE_CUPY_FAST=1``).
+
+    Off by default: they have been checked on the CPU (their C bodies compiled
+    on the host and run against the portable kernels) but not yet compiled by
+    NVRTC and run on a GPU, so CuPy runs the portable kernels unless this is
+    set. A GPU session runs the ``gpu`` tests with it set.
+    """
+    return os.environ.get("BPCORE_CUPY_FAST", "") == "1"
+
+
+class _Entry(NamedTuple):
+    fn: _Fn
+    enabled: Callable[[], bool] | None
+
+
+def specializes(
+    portable: _Fn, *backends: str, enabled: Callable[[], bool] | None = None
+) -> Callable[[_Fn], _Fn]:
+    """Register the decorated function as ``portable``'s specialization for ``backends``.
+
+    Parameters
+    ----------
+    portable : callable
+        The portable kernel it replaces (it keeps a ``specializations`` dict).
+    *backends : str
+        bpcore backend names (``"numpy"``, ``"cupy"``, ``"torch"``, ...).
+    enabled : callable, optional
+        Asked when a step is built; a specialization whose ``enabled()`` is
+        false is not used (the CuPy kernels: :func:`cupy_kernels_enabled`).
+    """
+
+    def register(fn: _Fn) -> _Fn:
+        table: dict[str, _Entry] = portable.__dict__.setdefault("specializations", {})
+        for name in backends:
+            table[name] = _Entry(fn, enabled)
+        fn.__dict__["specializes"] = portable
+        return fn
+
+    return register
+
+
+def specializations(portable: _Fn) -> dict[str, _Fn]:
+    """``backend name -> specialization`` registered for ``portable`` (enabled or not)."""
+    table: dict[str, _Entry] = getattr(portable, "specializations", {})
+    return {name: entry.fn for name, entry in table.items()}
+
+
+def specialization(portable: _Fn, xp: ModuleType) -> _Fn | None:
+    """``portable``'s enabled specialization for namespace ``xp``, or ``None``."""
+    entry = getattr(portable, "specializations", {}).get(backend_name(xp))
+    if entry is None or (entry.enabled is not None and not entry.enabled()):
+        return None
+    fn: _Fn = entry.fn
+    return fn
+
+
+class Workspace:
+    """Buffers a step reuses from one call to the next (mutable backends only).
+
+    A specialization asks for a buffer by name (``ws.buffer("z", shape,
+    dtype)``) and writes its result there instead of allocating: large
+    allocations cost page faults whenever the allocator hands memory back to
+    the operating system, and a GPU graph needs fixed addresses. Buffers are
+    keyed by the layer's position (:meth:`scope`) and by the thread, so
+    concurrent calls of one step do not share them.
+
+    A buffer is overwritten by the next call of the same step: the step
+    driver gives a workspace only to steps whose intermediates never leave
+    them (``train_step``), never to ``value_and_grad`` or ``predict``, whose
+    results the caller keeps.
+    """
+
+    def __init__(self, xp: ModuleType) -> None:
+        self.xp = xp
+        self._local = threading.local()  # this scope's buffers, one dict per thread
+        self._scopes: dict[Any, Workspace] = {}
+
+    def scope(self, name: Any) -> Workspace:
+        """The workspace of a part (a layer's position): its own buffer names."""
+        child = self._scopes.get(name)
+        if child is None:
+            child = self._scopes[name] = Workspace(self.xp)
+        return child
+
+    def buffer(self, name: str, shape: tuple[int, ...], dtype: Any, device: Any = None) -> Array:
+        """The buffer ``name`` of this scope, (re)allocated when its shape or dtype changes."""
+        try:
+            store: dict[str, Array] = self._local.buffers
+        except AttributeError:
+            store = self._local.buffers = {}
+        buf = store.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            kwargs = {} if device is None else {"device": device}
+            buf = store[name] = self.xp.empty(shape, dtype=dtype, **kwargs)
+        return buf
+
+
+def output(
+    ws: Workspace | None, name: str, shape: tuple[int, ...], dtype: Any,
+    empty: Callable[..., Array],
+) -> Array:
+    """Where a specialization writes its result: the workspace's buffer
+    ``name``, or, without a workspace, a new ``empty(shape, dtype)``."""
+    return empty(shape, dtype) if ws is None else ws.buffer(name, tuple(shape), dtype)
+
+
+class Binding(NamedTuple):
+    """How a network's kernels run in one step: the namespace, the workspace
+    (``None``: allocate as the portable kernels do) and whether
+    specializations are used at all."""
+
+    xp: ModuleType
+    ws: Workspace | None = None
+    fast: bool = True
+
+    def scope(self, name: Any) -> Binding:
+        """The binding of a part (a layer's position) with its own workspace keys."""
+        return self if self.ws is None else self._replace(ws=self.ws.scope(name))
+
+    def kernel(self, portable: _Fn) -> _Fn:
+        """``portable``, or its specialization for this namespace with the workspace bound."""
+        spec = specialization(portable, self.xp) if self.fast else None
+        if spec is None:
+            return portable
+        return functools.partial(spec, ws=self.ws)

@@ -1,0 +1,78 @@
+"""bpcore.tree: the one walker of parameters, gradients and optimizer state."""
+
+from __future__ import annotations
+
+import pickle
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+
+import bpcore as bp
+from bpcore import tree
+
+
+class Pair(NamedTuple):
+    a: Any
+    b: Any
+
+
+def _sample() -> Any:
+    return ({"W": np.ones((2, 3)), "b": np.zeros(3)}, {}, [np.arange(2.0), (None, 5)],
+            Pair(np.full(1, 7.0), {"x": "text"}))
+
+
+def test_leaves_and_paths_walk_depth_first_and_skip_none() -> None:
+    t = _sample()
+    found = tree.leaves(t)
+    assert [getattr(v, "shape", v) for v in found] == [(2, 3), (3,), (2,), 5, (1,), "text"]
+    assert [p for p, _ in tree.paths(t)] == ["0/W", "0/b", "2/0", "2/1/1", "3/a", "3/b/x"]
+    assert all(a is b for a, b in zip(found, (leaf for _, leaf in tree.paths(t))))
+    assert [a.shape for a in tree.arrays(t)] == [(2, 3), (3,), (2,), (1,)]
+    assert tree.first_array(t) is t[0]["W"]
+    assert tree.first_array(({}, [None, 3])) is None
+    assert tree.leaves(None) == []
+
+
+def test_map_keeps_structure_and_types() -> None:
+    t = _sample()
+    out = tree.map_arrays(lambda a: a + 1, t)
+    assert isinstance(out, tuple) and isinstance(out[2], list) and isinstance(out[3], Pair)
+    assert out[2][1] == (None, 5) and out[3].b == {"x": "text"}
+    np.testing.assert_array_equal(out[0]["W"], np.full((2, 3), 2.0))
+    summed = tree.map(lambda x, y: x + y, {"a": 1, "b": (2, 3)}, {"a": 10, "b": (20, 30)})
+    assert summed == {"a": 11, "b": (22, 33)}
+
+
+def test_flatten_round_trips_named_tuples_none_and_scalars() -> None:
+    net, opt = bp.mlp([3, 4, 2]), bp.adam()
+    params = net.init(0)
+    t = (params, opt.init(params), None, 5)
+    values, treedef = tree.flatten(t, only_arrays=True)
+    assert len(values) == 4 * 3  # W and b of two layers, in params, m and v
+    back = tree.unflatten(pickle.loads(pickle.dumps(treedef)), values)  # the treedef travels
+    assert isinstance(back[1], bp.optim.AdamState) and back[1].count == 0
+    assert back[2] is None and back[3] == 5 and back[0][1] == {}
+    assert back[0][0]["W"] is params[0]["W"]
+    every, treedef = tree.flatten(t)
+    assert len(every) == 4 * 3 + 2  # the step count and the 5 are leaves too
+
+
+def test_replace_is_the_inverse_of_leaves() -> None:
+    params = bp.mlp([3, 4, 2]).init(0)
+    values = [a * 2 for a in tree.leaves(params)]
+    out = tree.replace(params, values)
+    assert [a is b for a, b in zip(tree.leaves(out), values)] == [True] * 4
+    assert out[1] == {} and isinstance(out, tuple)
+    nested = _sample()
+    again = tree.replace(nested, tree.leaves(nested))
+    assert tree.paths(again) == tree.paths(nested)
+    with pytest.raises(ValueError, match="more values"):
+        tree.replace(params, [*values, 1])
+
+
+def test_is_array_on_every_backend(xp: ModuleType) -> None:
+    a = bp.to_backend(np.ones(2))
+    assert tree.is_array(a)
+    assert not any(tree.is_array(v) for v in (1, 2.0, True, "s", None))
