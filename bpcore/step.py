@@ -124,11 +124,6 @@ class Driver:
         """The loss on a batch and its gradient with respect to every parameter."""
         b = self.bound(namespace(x)) if bound is None else bound
         xp = b.xp
-        if edges is _NO_EDGES:
-            y, cache = b.forward(params, x, xp=xp)
-            value, dy = b.loss(y, t, xp=xp)
-            _, grads = b.backward(params, cache, dy, xp=xp, need_dx=False)
-            return value, grads
         params = edges.params(params)
         y, cache = b.forward(params, edges.x(x), xp=xp)
         value, dy = b.loss(edges.y(y), t, xp=xp)

@@ -51,7 +51,8 @@ def test_prints_the_table_with_ratios(tiny_run: dict[str, Any]) -> None:
     assert "vs hand" in out and "samples/s" in out
     lines = {line.split()[0]: line.split() for line in out.splitlines()
              if line.strip().startswith(("bpcore-numpy", "numpy-handwritten"))}
-    assert set(lines) == {"bpcore-numpy", "bpcore-numpy-functional", "numpy-handwritten"}
+    assert set(lines) == {"bpcore-numpy", "bpcore-numpy-functional", "bpcore-numpy-default",
+                          "numpy-handwritten"}
     assert lines["numpy-handwritten"][4] == "1.00x"  # its ratio to itself
     for row in lines.values():
         assert re.fullmatch(r"\d+\.\d\dx", row[4]), row  # a ratio in every row
@@ -62,7 +63,8 @@ def test_json_is_pytest_benchmark_json(tiny_run: dict[str, Any]) -> None:
     data = json.loads(Path(tiny_run["json"]).read_text())
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(data)
     rows = {b["extra_info"]["row"]: b for b in data["benchmarks"]}
-    assert set(rows) == {"bpcore-numpy", "bpcore-numpy-functional", "numpy-handwritten"}
+    assert set(rows) == {"bpcore-numpy", "bpcore-numpy-functional", "bpcore-numpy-default",
+                          "numpy-handwritten"}
     # every row timed in two interleaved passes: A B C A B C
     order = [(b["extra_info"]["pass"], b["extra_info"]["row"]) for b in data["benchmarks"]]
     assert sorted(order) == sorted((p, r) for p in (0, 1) for r in rows)

@@ -215,6 +215,7 @@ def markdown(data: dict[str, Any], skipped: list[dict[str, Any]] | None = None,
 _STYLE = {
     "bpcore-numpy": ("tab:orange", "-", 2.8),
     "bpcore-numpy-functional": ("tab:orange", "--", 1.4),
+    "bpcore-numpy-default": ("tab:orange", ":", 1.4),
     "numpy-handwritten": ("tab:blue", "-", 2.0),
     "torch-eager": ("tab:red", "-", 1.6),
     "torch-compile": ("tab:red", ":", 1.6),

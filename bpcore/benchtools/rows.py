@@ -26,7 +26,11 @@ Peers (the same arithmetic from the same initial weights, see
 bpcore's compiled rows run the step of :func:`bpcore.compile` (the same
 portable kernels): ``bpcore-jax-compiled`` (``jax.jit``, params and state
 donated), ``bpcore-torch-compiled`` (``torch.compile``) and
-``bpcore-numpy-fused`` (NumPy's fused in-place step behind the same API).
+``bpcore-numpy-fused`` (``bpcore.compile`` on NumPy: the step driver in place).
+``bpcore-numpy`` is ``train_step(validate=False, inplace=True)``,
+``bpcore-numpy-functional`` the same without ``inplace`` and
+``bpcore-numpy-default`` what a user gets by default (``train_step(net, loss,
+opt)``: every batch validated, a functional update).
 Their ``compile_s`` is reported apart from the step time: the seconds of the
 calls that compiled (each includes running that one step, as the ``jax-jit``
 peer's does).
@@ -80,6 +84,7 @@ ROWS: dict[str, Row] = {
     for r in (
         Row("bpcore-numpy", "bpcore", "numpy", "numpy", ("cpu",)),
         Row("bpcore-numpy-functional", "bpcore", "numpy", "numpy", ("cpu",)),
+        Row("bpcore-numpy-default", "bpcore", "numpy", "numpy", ("cpu",)),
         Row("bpcore-torch", "bpcore", "torch", "torch", ("cpu", "gpu")),
         Row("bpcore-jax", "bpcore", "jax", "jax", ("cpu", "gpu")),
         Row("bpcore-cupy", "bpcore", "cupy", "cupy", ("gpu",)),
@@ -234,7 +239,7 @@ def _bpcore_optimizer(workload: Workload) -> Any:
 
 def _bpcore(
     backend: str, workload: Workload, batch: int, dtype: str, device: str, *, inplace: bool,
-    compiled: bool = False,
+    compiled: bool = False, validate: bool = False,
 ) -> Runner:
     import array_api_compat.numpy as np_xp
 
@@ -275,9 +280,11 @@ def _bpcore(
     if compiled:
         step, params, state, extra = _compile(bp, backend, net, opt, params, state, x, t)
     else:
-        step = bp.train_step(net, "softmax_cross_entropy", opt, validate=False, inplace=inplace)
-        mode = "inplace=True" if inplace else "functional (default)"
-        extra["train_step"] = f"validate=False, {mode}"
+        step = bp.train_step(net, "softmax_cross_entropy", opt, validate=validate,
+                             inplace=inplace)
+        mode = "inplace=True" if inplace else "functional"
+        extra["train_step"] = ("the default train_step (validate=True, functional)" if validate
+                               else f"validate=False, {mode}")
     box = [params, state]
 
     if backend == "jax":
@@ -641,7 +648,8 @@ def build(row: str, workload: Workload, batch: int, dtype: str, device: str) -> 
         return _floor(spec.library, workload, batch, dtype, device)
     if spec.kind == "bpcore":
         return _bpcore(spec.library, workload, batch, dtype, device,
-                       inplace=not row.endswith("-functional"),
+                       inplace=not row.endswith(("-functional", "-default")),
+                       validate=row.endswith("-default"),
                        compiled=spec.select in COMPILED_ROWS)
     if row == "numpy-handwritten":
         return _handwritten(workload, batch, dtype)

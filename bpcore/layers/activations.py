@@ -118,17 +118,6 @@ def _sigmoid_forward_numpy(
     return y, y
 
 
-@specializes(sigmoid_backward, "numpy")
-def _sigmoid_backward_numpy(
-    y: Array, dy: Array, *, xp: ModuleType | None = None, ws: Workspace | None = None
-) -> Array:
-    """``dy * y * (1 - y)`` in three passes into one buffer."""
-    dx = output(ws, "dx", dy.shape, dy.dtype, np.empty)
-    np.subtract(1.0, y, out=dx)
-    np.multiply(dx, y, out=dx)
-    return np.multiply(dx, dy, out=dx)
-
-
 @specializes(sigmoid_forward, "torch")
 def _sigmoid_forward_torch(
     x: Array, *, xp: ModuleType | None = None, ws: Workspace | None = None
