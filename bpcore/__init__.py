@@ -52,7 +52,7 @@ from .losses import Loss, binary_cross_entropy, get_loss, half_sse, mse, softmax
 from .mixed import mixed_precision_step
 from .model import Model
 from .optim import Optimizer, adam, adamw, get_optimizer, momentum, sgd
-from .step import predict, train_step, value_and_grad
+from .step import predict, train_loop, train_step, value_and_grad
 
 __all__ = [
     "Array",
@@ -109,6 +109,7 @@ __all__ = [
     "tanh",
     "to_backend",
     "to_numpy",
+    "train_loop",
     "train_step",
     "tree",
     "use_backend",

@@ -36,12 +36,11 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from .backend import Array, backend_name, namespace
-from .checks import check_features, check_params, check_targets
 from .errors import BpcoreError
 from .layers.core import Layer
 from .losses import Loss, get_loss
 from .optim import Optimizer
-from .step import Driver, train_step
+from .step import Driver, check_batch, check_stacked, train_loop, train_step
 from .tree import first_array
 
 __all__ = ["NO_COMPILER", "XLA_CPU_OPTIONS", "CompiledStep", "compile"]
@@ -123,8 +122,9 @@ class CompiledStep:
     def __init__(
         self, step: Callable[[ModuleType], Step], *, eager: Step, donate: bool,
         validate: Callable[..., None] | None, built: bool, torch_options: dict[str, Any],
-        hint: str = "",
+        hint: str = "", loop: bool = False,
     ) -> None:
+        self.loop = loop
         self._step_for = step  # namespace -> the step to hand to its compiler
         self._hint = hint
         self._eager = eager
@@ -236,10 +236,13 @@ class CompiledStep:
         import jax
 
         options = _xla_options() if platform == "cpu" else None
+        if self.loop:
+            step = _scan(step)
         jitted = jax.jit(step, donate_argnums=(0, 1) if self.donate else (),
                          compiler_options=options)
         cache_size = getattr(jitted, "_cache_size", None)
-        method = "jax.jit" + (", params and state donated" if self.donate else "")
+        method = ("jax.jit of lax.scan" if self.loop else "jax.jit") + (
+            ", params and state donated" if self.donate else "")
         return _Runner(jitted, method, "jax.jit", cache_size, jax.block_until_ready,
                        compiled=True)
 
@@ -248,6 +251,8 @@ class CompiledStep:
 
         options = {"fullgraph": True, **self._torch_options}
         compiled = torch.compile(step, **options)
+        if self.loop:  # the compiled step, k times: an unrolled loop would compile k times longer
+            compiled = _python_loop(compiled)
 
         def compiles() -> int:
             from torch._dynamo.utils import counters
@@ -260,9 +265,38 @@ class CompiledStep:
                 torch.cuda.synchronize(value.device)
 
         shown = {k: v for k, v in options.items() if k != "fullgraph"}
-        method = "torch.compile" + (f" {shown}" if shown else "")
+        method = "torch.compile" + (f" {shown}" if shown else "") + (
+            ", called once per step of the loop" if self.loop else "")
         return _Runner(compiled, method, "torch.compile", compiles, sync, compiled=True,
                        quiet=_TORCH_QUIET)
+
+
+def _scan(step: Step) -> Step:
+    """``k`` steps as one ``jax.lax.scan`` over stacked batches (one XLA program)."""
+    import jax
+
+    def loop(params: Any, state: Any, xs: Array, ts: Array) -> tuple[Any, Any, Array]:
+        def body(carry: tuple[Any, Any], batch: tuple[Array, Array]) -> tuple[Any, Array]:
+            p, s, value = step(*carry, *batch)
+            return (p, s), value
+
+        (params, state), values = jax.lax.scan(body, (params, state), (xs, ts))
+        return params, state, values
+
+    return loop
+
+
+def _python_loop(step: Step) -> Step:
+    """``k`` calls of ``step``, on ``xs[i]``, ``ts[i]``; the losses stacked."""
+
+    def loop(params: Any, state: Any, xs: Array, ts: Array) -> tuple[Any, Any, Array]:
+        values = []
+        for i in range(xs.shape[0]):
+            params, state, value = step(params, state, xs[i, ...], ts[i, ...])
+            values.append(value)
+        return params, state, namespace(xs).stack(values)
+
+    return loop
 
 
 @functools.cache
@@ -308,6 +342,7 @@ def compile(
     validate: bool = True,
     grad_transform: Callable[[Any], Any] | None = None,
     torch_options: dict[str, Any] | None = None,
+    loop: bool = False,
 ) -> CompiledStep:
     """Compile a training step for the backend of its inputs.
 
@@ -352,6 +387,13 @@ def compile(
         traceable to compile (an MPI all-reduce is not: it runs eagerly).
     torch_options : dict, optional
         Extra ``torch.compile`` keywords, e.g. ``{"mode": "max-autotune"}``.
+    loop : bool
+        Compile :func:`bpcore.train_loop` instead: ``step(params, state, xs,
+        ts) -> (params, state, values)`` runs ``k = xs.shape[0]`` steps on
+        batches stacked as ``(k, batch, n_in)``. On JAX the ``k`` steps are one
+        ``lax.scan`` in one XLA program (no per-step dispatch: what small
+        batches need); on PyTorch the compiled step is called ``k`` times; on
+        NumPy it is the driver's loop. Each new ``k`` compiles once.
 
     Returns
     -------
@@ -393,19 +435,18 @@ def compile(
         # the driver with its specializations and workspace.
         traced = Driver(model, loss, optimizer, fast=False, inplace=donate,
                         grad_transform=grad_transform).on
-        eager = train_step(model, loss, optimizer, validate=False, inplace=donate,
-                           grad_transform=grad_transform)
+        build = train_loop if loop else train_step
+        eager = build(model, loss, optimizer, validate=False, inplace=donate,
+                      grad_transform=grad_transform)
         n_in, n_out, kind = model.n_in, model.n_out, loss.targets
 
         def check(params: Any, x: Array, t: Array) -> None:
-            _, ref = check_params(params)
-            check_features(x, ref, n_in)
-            check_targets(t, ref, x.shape[0], n_out, kind)
+            (check_stacked if loop else check_batch)(params, x, t, n_in, n_out, kind)
 
         return CompiledStep(traced, eager=eager, donate=donate,
                             validate=check if validate else None, built=True,
-                            torch_options=options)
-    if loss is not None or optimizer is not None or grad_transform is not None:
+                            torch_options=options, loop=loop)
+    if loss is not None or optimizer is not None or grad_transform is not None or loop:
         raise TypeError(
             "compile(step) takes a ready step alone; to have bpcore build it, pass the "
             "network: bp.compile(net, loss, optimizer)"

@@ -31,11 +31,12 @@ from . import tree
 from .backend import Array, is_mutable, namespace
 from .checks import check_features, check_params, check_targets
 from .dispatch import Binding, Workspace
+from .errors import ShapeError
 from .layers.core import Layer, bind
 from .losses import Loss, get_loss
 from .optim import Optimizer
 
-__all__ = ["Driver", "Edges", "predict", "train_step", "value_and_grad"]
+__all__ = ["Driver", "Edges", "predict", "train_loop", "train_step", "value_and_grad"]
 
 Step = Callable[[Any, Any, Array, Array], tuple[Any, Any, Array]]
 
@@ -149,6 +150,18 @@ class Driver:
         params, state = self.update(grads, state, params, bound=b)
         return params, state, value
 
+    def steps(
+        self, params: Any, state: Any, xs: Array, ts: Array, *, bound: _Bound | None = None
+    ) -> tuple[Any, Any, Array]:
+        """``k = xs.shape[0]`` training steps, on ``xs[i]``, ``ts[i]`` in turn:
+        ``(params, state, values)`` with the ``k`` losses stacked."""
+        b = self.bound(namespace(xs)) if bound is None else bound
+        values = []
+        for i in range(xs.shape[0]):
+            params, state, value = self.step(params, state, xs[i, ...], ts[i, ...], bound=b)
+            values.append(value)
+        return params, state, b.xp.stack(values)
+
     def on(self, xp: ModuleType) -> Step:
         """:meth:`step` bound to namespace ``xp`` ahead of time: what a compiler
         traces (no look-up by namespace inside the traced function)."""
@@ -235,6 +248,61 @@ def train_step(
         return driver.step(params, state, x, t)
 
     return step
+
+
+def train_loop(
+    model: Layer, loss: Loss | str, optimizer: Optimizer, *,
+    validate: bool = True, inplace: bool = False, fast: bool = True,
+    grad_transform: Callable[[Any], Any] | None = None,
+) -> Step:
+    """Build the function that trains ``model`` on ``k`` batches in one call.
+
+    ``loop(params, state, xs, ts) -> (params, state, values)`` with ``xs`` of
+    shape ``(k, batch, n_in)`` and ``ts`` ``(k, batch, ...)``: ``k`` steps of
+    :func:`train_step` (same keywords), one after another, on ``xs[i]`` and
+    ``ts[i]``; ``values`` are the ``k`` losses, shape ``(k,)``. Eagerly this
+    is a loop over the step driver (its workspace reused from step to step);
+    :func:`bpcore.compile` with ``loop=True`` makes it one program (on JAX one
+    ``lax.scan``), which removes the per-step dispatch at small batches. The
+    parameters are those of ``k`` single steps, to rounding.
+
+    Examples
+    --------
+    >>> import numpy as np, bpcore as bp
+    >>> net, opt = bp.mlp([2, 3, 2], "tanh"), bp.sgd(lr=0.1)
+    >>> loop = bp.train_loop(net, "softmax_cross_entropy", opt)
+    >>> params = net.init(0); state = opt.init(params)
+    >>> xs = np.zeros((5, 4, 2), dtype=np.float32); ts = np.zeros((5, 4), dtype=int)
+    >>> params, state, values = loop(params, state, xs, ts)
+    >>> values.shape
+    (5,)
+    """
+    driver = Driver(model, loss, optimizer, fast=fast, inplace=inplace, workspace=True,
+                    grad_transform=grad_transform)
+    if not validate:
+        return driver.steps
+    kind = driver.loss.targets
+
+    def loop(params: Any, state: Any, xs: Array, ts: Array) -> tuple[Any, Any, Array]:
+        check_stacked(params, xs, ts, model.n_in, model.n_out, kind)
+        return driver.steps(params, state, xs, ts)
+
+    return loop
+
+
+def check_stacked(
+    params: Any, xs: Array, ts: Array, n_in: int | None, n_out: int | None, kind: str
+) -> None:
+    """The checks of ``k`` stacked batches (``xs`` of shape ``(k, batch, n_in)``)."""
+    xp = namespace(xs)
+    if xs.ndim != 3 or ts.ndim not in (2, 3) or ts.shape[0] != xs.shape[0]:
+        raise ShapeError(
+            f"a loop takes k batches stacked: xs of shape (k, batch, features) and targets "
+            f"(k, batch) or (k, batch, outputs), got {tuple(xs.shape)} and {tuple(ts.shape)}"
+        )
+    k, batch = int(xs.shape[0]), int(xs.shape[1])
+    check_batch(params, xp.reshape(xs, (k * batch, xs.shape[2])),
+                xp.reshape(ts, (k * batch, *ts.shape[2:])), n_in, n_out, kind)
 
 
 def check_batch(

@@ -333,3 +333,77 @@ def test_docstring_example_runs() -> None:
 
     failures, tried = doctest.testmod(sys.modules["bpcore.compile"])
     assert tried > 0 and failures == 0
+
+
+# --------------------------------------------------------------------------
+# many steps per call: bp.train_loop and bp.compile(..., loop=True)
+
+
+def stacked(k: int = 4, n: int = 6, dtype: str = "float64") -> tuple[Any, Any]:
+    """``k`` batches stacked, (k, n, 5) inputs and (k, n) labels, on the default backend."""
+    rng = np.random.default_rng(7)
+    backend = bp.get_backend()
+    xs = backend.asarray(rng.standard_normal((k, n, 5)).astype(dtype))
+    ts = backend.asarray(rng.integers(0, 3, (k, n)))
+    return xs, ts
+
+
+def single_steps(net: bp.Layer, opt: bp.Optimizer, xs: Any, ts: Any) -> tuple[Any, Any, list[Any]]:
+    step = bp.train_step(net, LOSS, opt)
+    params = net.init(0, dtype="float64")
+    state = opt.init(params)
+    values = []
+    for i in range(xs.shape[0]):
+        params, state, value = step(params, state, xs[i, ...], ts[i, ...])
+        values.append(float(value))
+    return params, state, values
+
+
+def test_train_loop_is_k_single_steps(xp: ModuleType) -> None:
+    net, opt = relu_momentum()
+    xs, ts = stacked()
+    want_p, want_s, want_v = single_steps(net, opt, xs, ts)
+    loop = bp.train_loop(net, LOSS, opt)
+    params = net.init(0, dtype="float64")
+    params, state, values = loop(params, opt.init(params), xs, ts)
+    assert tuple(values.shape) == (4,)
+    assert_same(params, want_p, rtol=1e-12, atol=1e-14)
+    assert_same(state.velocity, want_s.velocity, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(bp.to_numpy(values), want_v, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+def test_compiled_loop_is_k_single_steps(backend: str) -> None:
+    require_backend(backend)
+    with bp.use_backend(backend):
+        net, opt = bp.mlp([5, 7, 3], "relu"), bp.adam(0.01)  # relu: clip under Dynamo
+        xs, ts = stacked()
+        want_p, _, want_v = single_steps(net, opt, xs, ts)
+        loop = bp.compile(net, LOSS, opt, loop=True)
+        params = net.init(0, dtype="float64")
+        params, state, values = loop(params, opt.init(params), xs, ts)
+        assert_same(params, want_p, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(bp.to_numpy(values), want_v, rtol=1e-9)
+        assert int(state.count) == 4
+        params, state, _ = loop(params, state, xs, ts)  # a second call: compiled already
+        assert int(state.count) == 8
+    assert not loop.methods[backend].startswith("eager"), loop.methods
+    if backend == "jax":
+        assert "lax.scan" in loop.methods["jax"]
+        assert loop.compiles[("jax", (4, 6, 5))] == 1
+
+
+def test_loop_checks_the_stacked_batches() -> None:
+    with bp.use_backend("numpy"):
+        net, opt = relu_momentum()
+        xs, ts = stacked()
+        params = net.init(0, dtype="float64")
+        loop = bp.train_loop(net, LOSS, opt)
+        with pytest.raises(bp.ShapeError, match="stacked"):
+            loop(params, opt.init(params), xs[0], ts[0])
+        bad = np.array(ts, copy=True)
+        bad[2, 3] = 3  # one label out of range in the third batch
+        with pytest.raises(LabelError, match="label 3"):
+            loop(params, opt.init(params), xs, bad)
+        with pytest.raises(LabelError, match="label 3"):
+            bp.compile(net, LOSS, opt, loop=True)(params, opt.init(params), xs, bad)
