@@ -14,6 +14,7 @@ from typing import Any
 from .backend import SUPPORTED_DTYPES, Array, backend_name, device_of, dtype_name, namespace
 from .errors import (
     BackendMismatchError,
+    BpcoreError,
     DTypeError,
     LabelError,
     NonFiniteError,
@@ -21,7 +22,7 @@ from .errors import (
 )
 from .tree import first_array
 
-__all__ = ["check_features", "check_params", "check_targets"]
+__all__ = ["WeightError", "check_features", "check_params", "check_targets", "check_weights"]
 
 
 def check_params(params: Any) -> tuple[ModuleType, Array]:
@@ -129,6 +130,36 @@ def check_targets(
                 "binary cross-entropy targets must lie in [0, 1]; rescale them "
                 "or use the mse loss for real-valued targets"
             )
+
+
+def check_weights(weights: Array, ref: Array, batch: int) -> None:
+    """Per-sample loss weights: shape ``(batch,)``, real, finite, ``>= 0``, not all zero.
+
+    Raises
+    ------
+    BackendMismatchError, ShapeError, DTypeError, NonFiniteError, ValueError
+    """
+    xp = _same_backend("sample weights", weights, ref)
+    if tuple(weights.shape) != (batch,):
+        raise ShapeError(
+            f"sample weights must have shape ({batch},), one per row of x, "
+            f"got {tuple(weights.shape)}"
+        )
+    if not xp.isdtype(weights.dtype, "real floating"):
+        raise DTypeError(
+            f"sample weights are {dtype_name(weights.dtype, xp)}; give them in the parameters' "
+            f"dtype: xp.astype(w, xp.{dtype_name(ref.dtype, xp)})"
+        )
+    _finite("sample weights", weights, xp)
+    if batch and (bool(xp.min(weights) < 0) or not bool(xp.max(weights) > 0)):
+        raise WeightError(
+            "sample weights must be >= 0 with at least one > 0 in every batch; drop the "
+            "samples of weight 0 or fix the weights"
+        )
+
+
+class WeightError(BpcoreError, ValueError):
+    """Sample weights that are negative or all zero."""
 
 
 def _same_backend(what: str, a: Any, ref: Array) -> ModuleType:

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 from .backend import Array, backend_name, namespace
 from .errors import BpcoreError
 from .layers.core import Layer
-from .losses import Loss, get_loss
+from .losses import LossFunction, get_loss
 from .optim import Optimizer
 from .step import Driver, check_batch, check_stacked, train_loop, train_step
 from .tree import first_array
@@ -335,7 +335,7 @@ def _scalars_as_arrays(state: Any, xp: ModuleType, ref: Array) -> Any:
 
 def compile(
     step: Step | Layer,
-    loss: Loss | str | None = None,
+    loss: LossFunction | str | None = None,
     optimizer: Optimizer | None = None,
     *,
     donate: bool = True,

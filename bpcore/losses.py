@@ -3,7 +3,14 @@
 A loss is called as ``value, dy = loss(y, t)``: ``y`` is the network's output
 (logits for the ``*_cross_entropy`` losses), ``t`` the target, ``value`` a 0-D
 array and ``dy`` the gradient ``∂value/∂y`` with ``y``'s shape, ready to feed
-the network's backward pass.
+the network's backward pass. The means (``mse``, the cross-entropies) are
+over the batch, so their gradient is already divided by it; ``half_sse`` is a
+sum. Optional per-sample ``weights`` (shape ``(batch,)``) make each a weighted
+mean ``Σ wᵢ ℓᵢ / Σ wᵢ`` (``half_sse``: the weighted sum ``Σ wᵢ ℓᵢ``).
+
+The built-in losses are plain functions (``help(bp.mse)`` shows the formula)
+that also carry ``name`` and ``targets``; a loss of your own is a
+:class:`Loss`.
 """
 
 from __future__ import annotations
@@ -12,18 +19,19 @@ import math
 import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from . import cuda
 from .backend import Array, device_of, namespace
 from .dispatch import Workspace, cupy_kernels_enabled, output, specializes
-from .errors import ShapeError
+from .errors import BpcoreError, ShapeError
 
 __all__ = [
     "LOSSES",
     "Loss",
+    "LossFunction",
     "binary_cross_entropy",
     "get_loss",
     "half_sse",
@@ -33,20 +41,57 @@ __all__ = [
 ]
 
 
+@runtime_checkable
+class LossFunction(Protocol):
+    """What the step driver needs of a loss: ``value, dy = loss(y, t, *, xp)``,
+    its ``name``, the kernel ``fn`` and the kind of ``targets`` it takes
+    (``"classes"``, ``"binary"`` or ``"values"``)."""
+
+    name: str
+    targets: str
+    fn: Callable[..., tuple[Array, Array]]
+
+    def __call__(self, y: Array, t: Array, *, xp: ModuleType | None = None,
+                 weights: Array | None = None) -> tuple[Array, Array]: ...
+
+
 class Loss(NamedTuple):
-    """A loss function with what it expects of its targets.
+    """A loss of your own: ``fn(y, t, *, xp=None) -> (value, dy)`` with what it
+    expects of its targets.
 
     ``targets`` is ``"classes"`` (integer labels or one-hot/probability rows),
     ``"binary"`` (values in [0, 1]) or ``"values"`` (real numbers, same shape
-    as the output).
+    as the output). ``fn`` may take ``weights=`` (per-sample weights); one
+    that does not cannot train with ``sample_weight``.
     """
 
     name: str
     fn: Callable[..., tuple[Array, Array]]
     targets: str
 
-    def __call__(self, y: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Array]:
-        return self.fn(y, t, xp=xp)
+    def __call__(self, y: Array, t: Array, *, xp: ModuleType | None = None,
+                 weights: Array | None = None) -> tuple[Array, Array]:
+        if weights is None:
+            return self.fn(y, t, xp=xp)
+        return self.fn(y, t, xp=xp, weights=weights)
+
+
+def _builtin(name: str, targets: str) -> Callable[[Callable[..., Any]], Any]:
+    """Give a loss kernel the attributes of a :class:`LossFunction`."""
+
+    def mark(fn: Callable[..., Any]) -> Any:
+        fn.__dict__.update(name=name, targets=targets, fn=fn)
+        return fn
+
+    return mark
+
+
+def _row_weights(xp: ModuleType, weights: Array | None, batch: int) -> Array | None:
+    """``wᵢ · batch / Σ w`` as a column: per-row factors that turn a batch mean
+    into the weighted mean (``None``: no weights)."""
+    if weights is None:
+        return None
+    return (weights * (batch / xp.sum(weights)))[:, None]
 
 
 def _same_shape(name: str, y: Array, t: Array) -> None:
@@ -63,18 +108,55 @@ def _array(xp: ModuleType, value: Any) -> Array:
     return xp.asarray(value)
 
 
-def _half_sse(y: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Array]:
+@_builtin("half_sse", "values")
+def half_sse(
+    y: Array, t: Array, *, xp: ModuleType | None = None, weights: Array | None = None
+) -> tuple[Array, Array]:
+    """The classic backprop error ``E = ½ Σ (y − t)²``, summed over the batch
+    and the outputs; ``∂E/∂y = y − t``.
+
+    With ``weights`` (batch,): ``E = ½ Σᵢ wᵢ Σⱼ (yᵢⱼ − tᵢⱼ)²``, ``∂E/∂yᵢ = wᵢ (yᵢ − tᵢ)``.
+
+    Examples
+    --------
+    >>> import numpy as np, bpcore as bp
+    >>> value, dy = bp.half_sse(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]]))
+    >>> float(value), dy.tolist()
+    (2.5, [[1.0, 2.0]])
+    """
     xp = namespace(y, xp=xp)
     _same_shape("half_sse", y, t)
     d = y - t
+    if weights is not None:
+        d = weights[:, None] * d
+        return _array(xp, 0.5 * xp.sum(d * (y - t))), d
     return _array(xp, 0.5 * xp.sum(d * d)), d
 
 
-def _mse(y: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Array]:
+@_builtin("mse", "values")
+def mse(
+    y: Array, t: Array, *, xp: ModuleType | None = None, weights: Array | None = None
+) -> tuple[Array, Array]:
+    """Mean squared error over all ``N`` elements (batch × outputs), ``E = Σ (y − t)² / N``;
+    ``∂E/∂y = 2 (y − t) / N`` (already divided by the batch).
+
+    With ``weights``: the weighted mean over the rows, ``rᵢ = wᵢ · batch / Σ w``
+    multiplying row ``i`` of both.
+
+    Examples
+    --------
+    >>> import numpy as np, bpcore as bp
+    >>> value, dy = bp.mse(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]))
+    >>> float(value), dy.tolist()
+    (5.0, [[1.0, 3.0]])
+    """
     xp = namespace(y, xp=xp)
     _same_shape("mse", y, t)
     d = y - t
     n = math.prod(y.shape)
+    r = _row_weights(xp, weights, y.shape[0])
+    if r is not None:
+        return _array(xp, xp.sum(r * (d * d)) / n), (r * d) * (2.0 / n)
     return _array(xp, xp.sum(d * d) / n), d * (2.0 / n)
 
 
@@ -85,7 +167,26 @@ def one_hot(labels: Array, n_classes: int, dtype: Any, *, xp: ModuleType | None 
     return xp.astype(labels[:, None] == classes[None, :], dtype)
 
 
-def _softmax_ce(z: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Array]:
+@_builtin("softmax_cross_entropy", "classes")
+def softmax_cross_entropy(
+    z: Array, t: Array, *, xp: ModuleType | None = None, weights: Array | None = None
+) -> tuple[Array, Array]:
+    """Softmax cross-entropy from logits ``z`` (batch, k), averaged over the batch.
+
+    ``E = −(1/batch) Σᵢ Σⱼ tᵢⱼ log softmax(zᵢ)ⱼ``;
+    ``∂E/∂z = (softmax(z) Σⱼ tⱼ − t) / batch`` (``(p − onehot) / batch`` for
+    labels), already divided by the batch. Targets are integer labels of shape
+    ``(batch,)`` or one-hot/probability rows ``(batch, k)``. With ``weights``:
+    the weighted mean, row ``i`` of both multiplied by ``wᵢ · batch / Σ w``.
+    Computed through log-sum-exp, so no logit overflows.
+
+    Examples
+    --------
+    >>> import numpy as np, bpcore as bp
+    >>> value, dz = bp.softmax_cross_entropy(np.zeros((1, 2)), np.array([1]))
+    >>> round(float(value), 4), dz.tolist()
+    (0.6931, [[0.5, -0.5]])
+    """
     xp = namespace(z, xp=xp)
     batch, k = z.shape
     if t.ndim == 1:
@@ -102,6 +203,9 @@ def _softmax_ce(z: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Ar
     e = xp.exp(s)
     total = xp.sum(e, axis=1, keepdims=True)
     log_p = s - xp.log(total)
+    r = _row_weights(xp, weights, batch)
+    if r is not None:
+        t = r * t  # a row's weight scales its target mass: the weighted mean, exactly
     value = -xp.sum(t * log_p) / batch
     # d/dz of -Σ t log softmax(z) = softmax(z) Σt - t (= p - t for one-hot rows).
     p = e / total
@@ -109,14 +213,16 @@ def _softmax_ce(z: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Ar
     return _array(xp, value), grad
 
 
-@specializes(_softmax_ce, "numpy")
+@specializes(softmax_cross_entropy, "numpy")
 def _softmax_ce_numpy(
-    z: Array, t: Array, *, xp: ModuleType | None = None, ws: Workspace | None = None
+    z: Array, t: Array, *, xp: ModuleType | None = None, weights: Array | None = None,
+    ws: Workspace | None = None,
 ) -> tuple[Array, Array]:
     """Against integer labels, no one-hot matrix: the label entries are read
     and written by index, and the gradient goes into the workspace. MEASURE"""
-    if t.ndim != 1 or t.dtype.kind not in "iu" or t.shape[0] != z.shape[0]:
-        return _softmax_ce(z, t, xp=xp)
+    if weights is not None or t.ndim != 1 or t.dtype.kind not in "iu" \
+            or t.shape[0] != z.shape[0]:
+        return softmax_cross_entropy(z, t, xp=xp, weights=weights)
     batch = z.shape[0]
     rows = np.arange(batch)
     dz = output(ws, "dz", z.shape, z.dtype, np.empty)
@@ -132,16 +238,18 @@ def _softmax_ce_numpy(
     return np.asarray(value), dz
 
 
-@specializes(_softmax_ce, "torch")
+@specializes(softmax_cross_entropy, "torch")
 def _softmax_ce_torch(
-    z: Array, t: Array, *, xp: ModuleType | None = None, ws: Workspace | None = None
+    z: Array, t: Array, *, xp: ModuleType | None = None, weights: Array | None = None,
+    ws: Workspace | None = None,
 ) -> tuple[Array, Array]:
     """Against integer labels, with PyTorch's ``log_softmax`` and indexing
     (five kernels where the portable form, building a one-hot matrix, runs
     fourteen). MEASURE"""
     torch = sys.modules["torch"]
-    if t.ndim != 1 or t.dtype.is_floating_point or t.shape[0] != z.shape[0]:
-        return _softmax_ce(z, t, xp=xp)
+    if weights is not None or t.ndim != 1 or t.dtype.is_floating_point \
+            or t.shape[0] != z.shape[0]:
+        return softmax_cross_entropy(z, t, xp=xp, weights=weights)
     batch = z.shape[0]
     rows = torch.arange(batch, device=z.device)
     log_p = torch.log_softmax(z, dim=1)
@@ -206,15 +314,17 @@ extern "C" __global__ void softmax_ce_labels_REAL(
 """)
 
 
-@specializes(_softmax_ce, "cupy", enabled=cupy_kernels_enabled)
+@specializes(softmax_cross_entropy, "cupy", enabled=cupy_kernels_enabled)
 def _softmax_ce_cupy(
-    z: Array, t: Array, *, xp: ModuleType | None = None, ws: Workspace | None = None
+    z: Array, t: Array, *, xp: ModuleType | None = None, weights: Array | None = None,
+    ws: Workspace | None = None,
 ) -> tuple[Array, Array]:
     """Against integer labels, value and gradient in one CUDA kernel (one
     thread block per row: max, sum of exp, gradient); no one-hot matrix. A
     label outside ``[0, k)`` gives a NaN value (validation rejects it first)."""
-    if t.ndim != 1 or t.dtype.kind not in "iu" or t.shape[0] != z.shape[0]:
-        return _softmax_ce(z, t, xp=xp)
+    if weights is not None or t.ndim != 1 or t.dtype.kind not in "iu" \
+            or t.shape[0] != z.shape[0]:
+        return softmax_cross_entropy(z, t, xp=xp, weights=weights)
     cp = cuda.cupy()
     batch, k = z.shape
     z = cp.ascontiguousarray(z)
@@ -230,31 +340,32 @@ def _softmax_ce_cupy(
     return cp.sum(rows) / batch, dz
 
 
-def _bce(z: Array, t: Array, *, xp: ModuleType | None = None) -> tuple[Array, Array]:
+@_builtin("binary_cross_entropy", "binary")
+def binary_cross_entropy(
+    z: Array, t: Array, *, xp: ModuleType | None = None, weights: Array | None = None
+) -> tuple[Array, Array]:
+    """Binary cross-entropy from logits, averaged over all ``N`` elements (batch × outputs).
+
+    ``E = (1/N) Σ [max(z, 0) − z t + log(1 + e^−|z|)]`` (the stable form of
+    ``−t log σ(z) − (1 − t) log(1 − σ(z))``); ``∂E/∂z = (σ(z) − t) / N``.
+    Targets in [0, 1] with the output's shape. With ``weights``: the weighted
+    mean over the rows, as :func:`mse`.
+    """
     xp = namespace(z, xp=xp)
     _same_shape("binary_cross_entropy", z, t)
     n = math.prod(z.shape)
     # Stable form: max(z, 0) - z t + log(1 + exp(-|z|)); exp(-|z|) <= 1 never overflows.
     e = xp.exp(-xp.abs(z))
-    value = xp.sum(xp.where(z > 0, z, 0.0) - z * t + xp.log1p(e)) / n
+    terms = xp.where(z > 0, z, 0.0) - z * t + xp.log1p(e)
     r = 1.0 / (1.0 + e)
-    sig = xp.where(z >= 0, r, e * r)
-    return _array(xp, value), (sig - t) / n
+    grad = (xp.where(z >= 0, r, e * r) - t) / n
+    w = _row_weights(xp, weights, z.shape[0])
+    if w is not None:
+        terms, grad = w * terms, w * grad
+    return _array(xp, xp.sum(terms) / n), grad
 
 
-#: ½ Σ (t − y)², the classic backprop error; ``dy = y − t``.
-half_sse = Loss("half_sse", _half_sse, "values")
-#: Mean squared error over all elements; ``dy = 2 (y − t) / N``.
-mse = Loss("mse", _mse, "values")
-#: Softmax cross-entropy from logits, averaged over the batch. Targets are integer
-#: labels of shape (batch,) or one-hot/probability rows of shape (batch, k);
-#: ``dz = (softmax(z) Σt − t) / batch``.
-softmax_cross_entropy = Loss("softmax_cross_entropy", _softmax_ce, "classes")
-#: Binary cross-entropy from logits, averaged over all elements; targets in [0, 1]
-#: with the output's shape; ``dz = (sigmoid(z) − t) / N``.
-binary_cross_entropy = Loss("binary_cross_entropy", _bce, "binary")
-
-LOSSES: dict[str, Loss] = {
+LOSSES: dict[str, LossFunction] = {
     loss.name: loss for loss in (half_sse, mse, softmax_cross_entropy, binary_cross_entropy)
 }
 LOSSES["cross_entropy"] = softmax_cross_entropy
@@ -262,13 +373,18 @@ LOSSES["bce"] = binary_cross_entropy
 LOSSES["sse"] = half_sse
 
 
-def get_loss(name_or_loss: str | Loss) -> Loss:
-    """A loss by name (a :class:`Loss` passes through)."""
-    if isinstance(name_or_loss, Loss):
+class UnknownLossError(BpcoreError, ValueError):
+    """A loss named that bpcore does not have."""
+
+
+def get_loss(name_or_loss: str | LossFunction) -> LossFunction:
+    """A loss by name (a :class:`Loss` or a built-in loss passes through)."""
+    if isinstance(name_or_loss, LossFunction):
         return name_or_loss
     try:
         return LOSSES[name_or_loss]
-    except KeyError:
-        raise ValueError(
-            f"unknown loss {name_or_loss!r}; choose one of {', '.join(LOSSES)}"
+    except (KeyError, TypeError):
+        raise UnknownLossError(
+            f"unknown loss {name_or_loss!r}; choose one of {', '.join(LOSSES)} or pass a "
+            "bp.Loss(name, fn, targets)"
         ) from None

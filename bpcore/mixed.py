@@ -62,7 +62,7 @@ from .backend import Array, backend_name, dtype_name, namespace
 from .checks import check_features, check_params, check_targets
 from .errors import DTypeError
 from .layers.core import Layer
-from .losses import Loss
+from .losses import LossFunction
 from .optim import Optimizer
 from .step import Driver, Edges
 
@@ -179,7 +179,7 @@ def _check_scaling(loss_scale: Any, growth_factor: float, backoff_factor: float,
 
 
 def mixed_precision_step(
-    model: Layer, loss: Loss | str, optimizer: Optimizer, *,
+    model: Layer, loss: LossFunction | str, optimizer: Optimizer, *,
     compute_dtype: str = "bfloat16",
     loss_scale: str | float | None = "default",
     init_scale: float = 2.0**16,

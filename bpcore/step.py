@@ -29,11 +29,11 @@ from typing import Any, NamedTuple
 
 from . import tree
 from .backend import Array, is_mutable, namespace
-from .checks import check_features, check_params, check_targets
+from .checks import check_features, check_params, check_targets, check_weights
 from .dispatch import Binding, Workspace
 from .errors import ShapeError
 from .layers.core import Layer, bind
-from .losses import Loss, get_loss
+from .losses import LossFunction, get_loss
 from .optim import Optimizer
 
 __all__ = ["Driver", "Edges", "predict", "train_loop", "train_step", "value_and_grad"]
@@ -95,7 +95,7 @@ class Driver:
     """
 
     def __init__(
-        self, model: Layer, loss: Loss | str, optimizer: Optimizer | None = None, *,
+        self, model: Layer, loss: LossFunction | str, optimizer: Optimizer | None = None, *,
         fast: bool = True, inplace: bool = False, workspace: bool = False,
         grad_transform: Callable[[Any], Any] | None = None,
     ) -> None:
@@ -120,14 +120,18 @@ class Driver:
 
     def gradients(
         self, params: Any, x: Array, t: Array, edges: Edges = _NO_EDGES, *,
-        bound: _Bound | None = None,
+        weights: Array | None = None, bound: _Bound | None = None,
     ) -> tuple[Array, Any]:
-        """The loss on a batch and its gradient with respect to every parameter."""
+        """The loss on a batch and its gradient with respect to every parameter
+        (``weights``: per-sample weights of the loss, shape ``(batch,)``)."""
         b = self.bound(namespace(x)) if bound is None else bound
         xp = b.xp
         params = edges.params(params)
         y, cache = b.forward(params, edges.x(x), xp=xp)
-        value, dy = b.loss(edges.y(y), t, xp=xp)
+        if weights is None:
+            value, dy = b.loss(edges.y(y), t, xp=xp)
+        else:
+            value, dy = b.loss(edges.y(y), t, xp=xp, weights=weights)
         _, grads = b.backward(params, cache, edges.dy(dy), xp=xp, need_dx=False)
         return value, edges.grads(grads)
 
@@ -142,23 +146,27 @@ class Driver:
         return b.update(grads, state, params)
 
     def step(
-        self, params: Any, state: Any, x: Array, t: Array, *, bound: _Bound | None = None
+        self, params: Any, state: Any, x: Array, t: Array, weights: Array | None = None, *,
+        bound: _Bound | None = None,
     ) -> tuple[Any, Any, Array]:
         """One training step: ``(params, state, loss_value)``."""
         b = self.bound(namespace(x)) if bound is None else bound
-        value, grads = self.gradients(params, x, t, bound=b)
+        value, grads = self.gradients(params, x, t, weights=weights, bound=b)
         params, state = self.update(grads, state, params, bound=b)
         return params, state, value
 
     def steps(
-        self, params: Any, state: Any, xs: Array, ts: Array, *, bound: _Bound | None = None
+        self, params: Any, state: Any, xs: Array, ts: Array, ws: Array | None = None, *,
+        bound: _Bound | None = None,
     ) -> tuple[Any, Any, Array]:
-        """``k = xs.shape[0]`` training steps, on ``xs[i]``, ``ts[i]`` in turn:
-        ``(params, state, values)`` with the ``k`` losses stacked."""
+        """``k = xs.shape[0]`` training steps, on ``xs[i]``, ``ts[i]`` (and the
+        weights ``ws[i]``) in turn: ``(params, state, values)`` with the ``k``
+        losses stacked."""
         b = self.bound(namespace(xs)) if bound is None else bound
         values = []
         for i in range(xs.shape[0]):
-            params, state, value = self.step(params, state, xs[i, ...], ts[i, ...], bound=b)
+            w = None if ws is None else ws[i, ...]
+            params, state, value = self.step(params, state, xs[i, ...], ts[i, ...], w, bound=b)
             values.append(value)
         return params, state, b.xp.stack(values)
 
@@ -175,7 +183,7 @@ class Driver:
 
 
 def train_step(
-    model: Layer, loss: Loss | str, optimizer: Optimizer, *,
+    model: Layer, loss: LossFunction | str, optimizer: Optimizer, *,
     validate: bool = True, inplace: bool = False, fast: bool = True,
     grad_transform: Callable[[Any], Any] | None = None,
 ) -> Step:
@@ -243,15 +251,17 @@ def train_step(
         return driver.step
     kind = driver.loss.targets
 
-    def step(params: Any, state: Any, x: Array, t: Array) -> tuple[Any, Any, Array]:
-        check_batch(params, x, t, model.n_in, model.n_out, kind)
-        return driver.step(params, state, x, t)
+    def step(
+        params: Any, state: Any, x: Array, t: Array, weights: Array | None = None
+    ) -> tuple[Any, Any, Array]:
+        check_batch(params, x, t, model.n_in, model.n_out, kind, weights)
+        return driver.step(params, state, x, t, weights)
 
     return step
 
 
 def train_loop(
-    model: Layer, loss: Loss | str, optimizer: Optimizer, *,
+    model: Layer, loss: LossFunction | str, optimizer: Optimizer, *,
     validate: bool = True, inplace: bool = False, fast: bool = True,
     grad_transform: Callable[[Any], Any] | None = None,
 ) -> Step:
@@ -283,15 +293,18 @@ def train_loop(
         return driver.steps
     kind = driver.loss.targets
 
-    def loop(params: Any, state: Any, xs: Array, ts: Array) -> tuple[Any, Any, Array]:
-        check_stacked(params, xs, ts, model.n_in, model.n_out, kind)
-        return driver.steps(params, state, xs, ts)
+    def loop(
+        params: Any, state: Any, xs: Array, ts: Array, ws: Array | None = None
+    ) -> tuple[Any, Any, Array]:
+        check_stacked(params, xs, ts, model.n_in, model.n_out, kind, ws)
+        return driver.steps(params, state, xs, ts, ws)
 
     return loop
 
 
 def check_stacked(
-    params: Any, xs: Array, ts: Array, n_in: int | None, n_out: int | None, kind: str
+    params: Any, xs: Array, ts: Array, n_in: int | None, n_out: int | None, kind: str,
+    ws: Array | None = None,
 ) -> None:
     """The checks of ``k`` stacked batches (``xs`` of shape ``(k, batch, n_in)``)."""
     xp = namespace(xs)
@@ -301,21 +314,29 @@ def check_stacked(
             f"(k, batch) or (k, batch, outputs), got {tuple(xs.shape)} and {tuple(ts.shape)}"
         )
     k, batch = int(xs.shape[0]), int(xs.shape[1])
+    if ws is not None and tuple(ws.shape) != (k, batch):
+        raise ShapeError(f"the weights of k={k} batches of {batch} have shape (k, batch), "
+                         f"not {tuple(ws.shape)}")
     check_batch(params, xp.reshape(xs, (k * batch, xs.shape[2])),
-                xp.reshape(ts, (k * batch, *ts.shape[2:])), n_in, n_out, kind)
+                xp.reshape(ts, (k * batch, *ts.shape[2:])), n_in, n_out, kind,
+                None if ws is None else xp.reshape(ws, (k * batch,)))
 
 
 def check_batch(
-    params: Any, x: Array, t: Array, n_in: int | None, n_out: int | None, kind: str
+    params: Any, x: Array, t: Array, n_in: int | None, n_out: int | None, kind: str,
+    weights: Array | None = None,
 ) -> None:
     """The checks of one batch against the parameters it will meet."""
     _, ref = check_params(params)
     check_features(x, ref, n_in)
     check_targets(t, ref, x.shape[0], n_out, kind)
+    if weights is not None:
+        check_weights(weights, ref, x.shape[0])
 
 
 def value_and_grad(
-    model: Layer, loss: Loss | str, params: Any, x: Array, t: Array, *, validate: bool = True
+    model: Layer, loss: LossFunction | str, params: Any, x: Array, t: Array, *,
+    weights: Array | None = None, validate: bool = True,
 ) -> tuple[Array, Any]:
     """The loss on a batch and its gradient with respect to every parameter.
 
@@ -325,8 +346,8 @@ def value_and_grad(
     """
     driver = Driver(model, loss)
     if validate:
-        check_batch(params, x, t, model.n_in, model.n_out, driver.loss.targets)
-    return driver.gradients(params, x, t)
+        check_batch(params, x, t, model.n_in, model.n_out, driver.loss.targets, weights)
+    return driver.gradients(params, x, t, weights=weights)
 
 
 def predict(model: Layer, params: Any, x: Array, *, validate: bool = True) -> Array:

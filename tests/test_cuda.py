@@ -284,7 +284,7 @@ def test_emulated_specialization_matches_portable(
 
 
 def test_emulated_softmax_ce_with_a_bad_label_gives_nan(emulated: _HostLaunch) -> None:
-    special = specializations(bp.losses._softmax_ce)["cupy"]
+    special = specializations(bp.losses.softmax_cross_entropy)["cupy"]
     z = np.random.default_rng(0).standard_normal((4, 3))
     value, _ = special(z, np.array([0, 1, 3, 2]), ws=None)
     assert np.isnan(value)
@@ -366,7 +366,7 @@ def test_gpu_softmax_ce_block_reductions(cp: ModuleType, k: int) -> None:
     z = (5 * np.random.default_rng(2).standard_normal((64, k)))
     labels = np.random.default_rng(3).integers(0, k, size=64)
     ref_value, ref_grad = bp.softmax_cross_entropy(z, labels)
-    special = dispatch.specialization(bp.losses._softmax_ce, cp_xp)
+    special = dispatch.specialization(bp.losses.softmax_cross_entropy, cp_xp)
     value, grad = special(cp.asarray(z), cp.asarray(labels), ws=None)  # type: ignore[misc]
     np.testing.assert_allclose(float(value), ref_value, **TOL["float64"])
     np.testing.assert_allclose(cp.asnumpy(grad), ref_grad, **TOL["float64"])

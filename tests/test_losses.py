@@ -23,7 +23,7 @@ BATCH, K = 4, 3
 
 
 class Case(NamedTuple):
-    loss: bp.Loss
+    loss: bp.losses.LossFunction
     target: Callable[[np.random.Generator], np.ndarray]  # host target
     torch_loss: Callable[[Any, Any, Any], Any]  # (torch, output, target) -> value
 
@@ -84,7 +84,7 @@ def _put_target(xp: ModuleType, t: np.ndarray, dtype: str = "float64") -> Any:
     return put(xp, t) if t.dtype.kind == "i" else put(xp, t, dtype)
 
 
-def _objective(xp: ModuleType, loss: bp.Loss, t: Any) -> Callable[[np.ndarray], float]:
+def _objective(xp: ModuleType, loss: Any, t: Any) -> Callable[[np.ndarray], float]:
     def f(a: np.ndarray) -> float:
         value, _ = loss(put(xp, a), t)
         return float(host(value))
@@ -219,3 +219,72 @@ def test_binary_cross_entropy_is_finite_at_huge_logits(xp: ModuleType, dtype: st
     assert np.all(np.isfinite(g))
     np.testing.assert_allclose(v, 2000.0 / 4, rtol=1e-6)
     np.testing.assert_allclose(g, np.array([[1.0, -1.0, 0.0, 0.0]]) / 4, atol=1e-7)
+
+
+# --------------------------------------------------------------------------
+# per-sample weights
+
+WEIGHTS = np.array([0.5, 2.0, 0.0, 1.5])
+
+
+def _per_sample_host(name: str, y: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Each row's own loss, computed on the host in float64 (the reference)."""
+    if name in ("half_sse", "mse"):
+        return ((y - t) ** 2).sum(axis=1) * (0.5 if name == "half_sse" else 1.0 / K)
+    if name.startswith("softmax"):
+        log_p = np.log(_softmax_rows(y))
+        onehot = np.eye(K)[t] if t.ndim == 1 else t
+        return -(onehot * log_p).sum(axis=1)
+    return (np.maximum(y, 0) - y * t + np.log1p(np.exp(-np.abs(y)))).mean(axis=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_weighted_loss_is_the_weighted_mean_and_its_gradient(xp: ModuleType, name: str) -> None:
+    loss = CASES[name].loss
+    y, t_host = _inputs(name)
+    t, w = _put_target(xp, t_host), put(xp, WEIGHTS, "float64")
+    value, dy = loss(put(xp, y), t, weights=w)
+    rows = _per_sample_host(name, y, t_host)
+    want = (WEIGHTS * rows).sum() * (1.0 if name == "half_sse" else 1.0 / WEIGHTS.sum())
+    np.testing.assert_allclose(host(value), want, rtol=1e-12)
+
+    def f(a: np.ndarray) -> float:
+        return float(host(loss(put(xp, a), t, weights=w)[0]))
+
+    check_gradient(f, y, dy, seed=2, n_directions=3)
+    ones = put(xp, np.ones(BATCH), "float64")  # unit weights: the unweighted loss
+    for a, b in zip(loss(put(xp, y), t, weights=ones), loss(put(xp, y), t)):
+        np.testing.assert_allclose(host(a), host(b), rtol=1e-12, atol=1e-15)
+    assert_like(dy, put(xp, y), xp)
+
+
+def test_weights_through_train_step_match_a_duplicated_batch() -> None:
+    # weights 2 and 1 train like the same batch with the weight-2 rows written twice
+    net, opt = bp.mlp([3, 4, 2], "tanh"), bp.sgd(0.3)
+    rng = np.random.default_rng(3)
+    x, t = rng.standard_normal((3, 3)), np.array([0, 1, 1])
+    w = np.array([2.0, 1.0, 1.0])
+    params = net.init(0, dtype="float64")
+    step = bp.train_step(net, "softmax_cross_entropy", opt)
+    got, _, value = step(params, opt.init(params), x, t, w)
+    dup = np.array([0, 0, 1, 2])
+    want, _, want_value = step(params, opt.init(params), x[dup], t[dup])
+    np.testing.assert_allclose(float(value), float(want_value), rtol=1e-12)
+    for a, b in zip(bp.tree.leaves(got), bp.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    with pytest.raises(bp.ShapeError, match="sample weights"):
+        step(params, opt.init(params), x, t, w[:2])
+    with pytest.raises(ValueError, match=">= 0"):
+        step(params, opt.init(params), x, t, -w)
+
+
+def test_builtin_losses_document_their_reduction_in_help() -> None:
+    import pydoc
+
+    for loss in (bp.mse, bp.half_sse, bp.softmax_cross_entropy, bp.binary_cross_entropy):
+        text = pydoc.render_doc(loss, renderer=pydoc.plaintext)
+        assert "NamedTuple" not in text and "_fields" not in text
+        assert ("sum" in text if loss is bp.half_sse else "batch" in text), loss.name
+    assert bp.get_loss("mse") is bp.mse and bp.mse.targets == "values"
+    with pytest.raises(bp.BpcoreError, match="unknown loss"):
+        bp.get_loss("hinge")

@@ -375,7 +375,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
                 metrics_to = args.metrics
 
                 def metrics(m: Model, record: dict[str, Any]) -> None:
-                    write_metrics(m.history, metrics_to)
+                    write_metrics(m.history.records, metrics_to)
 
                 callbacks.append(metrics)
 
@@ -408,13 +408,13 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
 
         elapsed = time.perf_counter() - start
         if args.metrics is not None and lead:
-            write_metrics(model.history, args.metrics, extra={
+            write_metrics(model.history.records, args.metrics, extra={
                 which: scores, "run": model.extra["run"], "backend": model.backend.name,
                 "seconds": elapsed,
             })
         if args.plot is not None and lead:
             plot_history(
-                model.history, args.plot,
+                model.history.records, args.plot,
                 title=f"{'-'.join(map(str, setting['layers']))} on {ds.name} "
                 f"({model.backend.name})",
             )
