@@ -88,7 +88,8 @@ def _step(workload: Any, batch: int, backend: str, *, leave_out: Any = None,
 USED = {
     "sigmoid": {"dense_forward", "dense_backward", "sigmoid_forward", "sigmoid_backward",
                 "softmax_cross_entropy"},
-    "relu": {"dense_forward", "dense_backward", "relu_forward", "relu_backward", "softmax_cross_entropy"},
+    "relu": {"dense_forward", "dense_backward", "relu_forward", "relu_backward",
+             "softmax_cross_entropy"},
     "sgd": {"sgd_update"}, "momentum": {"sgd_update"}, "adam": {"adam_update"},
 }
 

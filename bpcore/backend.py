@@ -30,6 +30,7 @@ __all__ = [
     "Backend",
     "BackendInfo",
     "BACKEND_NAMES",
+    "backend_info",
     "backend_name",
     "backends",
     "device_of",
@@ -188,6 +189,19 @@ def backends() -> dict[str, BackendInfo]:
     return {name: _probe(name) for name in BACKEND_NAMES}
 
 
+def backend_info(name: str) -> BackendInfo:
+    """What :func:`backends` reports about one backend (importing only that one).
+
+    Raises
+    ------
+    BackendError
+        For a name bpcore does not know.
+    """
+    if name not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    return _probe(name)
+
+
 def _probe(name: str) -> BackendInfo:
     install = _INSTALL[name]
     if importlib.util.find_spec(_MODULE[name]) is None:
@@ -273,11 +287,35 @@ def _resolve_device(name: str, device: Any) -> Any:
     if name == "torch":
         import torch
 
-        return torch.device(device if isinstance(device, str) else f"cuda:{device}")
+        have = ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+        try:
+            dev = torch.device(device if isinstance(device, str) else f"cuda:{device}")
+        except (RuntimeError, ValueError):
+            raise BackendError(
+                f"torch has no device {text!r}; available here: {', '.join(have)}"
+            ) from None
+        if dev.type == "cuda" and (not torch.cuda.is_available()
+                                   or (dev.index or 0) >= torch.cuda.device_count()):
+            why = ("this torch has no CUDA (a CPU build, or no GPU or driver here)"
+                   if not torch.cuda.is_available() else "no such GPU index")
+            raise BackendError(f"torch cannot use {text!r}: {why}; available here: "
+                               f"{', '.join(have)}")
+        if dev.type not in ("cpu", "cuda"):
+            raise BackendError(f"bpcore runs torch on cpu or cuda devices, not {text!r}; "
+                               f"available here: {', '.join(have)}")
+        return dev
     if name == "cupy":
         import cupy
 
-        index = device if isinstance(device, int) else int(text.rpartition(":")[2] or 0)
+        count = cupy.cuda.runtime.getDeviceCount()
+        try:
+            index = device if isinstance(device, int) else int(text.rpartition(":")[2] or 0)
+        except ValueError:
+            index = -1
+        if not 0 <= index < count or (isinstance(device, str) and not text.startswith(
+                ("cuda", "gpu")) and not text.isdigit()):
+            raise BackendError(f"cupy has no device {text!r}; available here: "
+                               f"{', '.join(f'cuda:{i}' for i in range(count)) or 'none'}")
         return cupy.cuda.Device(index)
     if name == "jax":
         import jax

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .errors import BpcoreError
 
@@ -21,8 +22,16 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS = ("train", "info", "bench")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (the full usage only with ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"bpcore: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bpcore",
         description="Backpropagation on NumPy, CuPy, PyTorch, JAX or array-api-strict. "
         "With no command, runs `bpcore train` (an MLP on the bundled digits data).",
@@ -53,4 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (BpcoreError, ValueError, TypeError, OSError) as exc:
         print(f"bpcore: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional dependency this run needs
+        print(f"bpcore: error: {exc}; install what the README lists for this feature",
+              file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("bpcore: error: out of memory: the network or the data set is too large for "
+              "this machine; use smaller layers or batches", file=sys.stderr)
         return 2

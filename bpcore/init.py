@@ -10,6 +10,7 @@ and array-api-strict. (This is the host edge, where NumPy is allowed.)
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Array, get_backend, resolve_dtype
+from .errors import ShapeError
 
 __all__ = [
     "INITIALIZERS",
@@ -35,6 +37,22 @@ def as_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
+
+
+def _room(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape``, after checking that a float64 draw of it fits in this machine's memory
+    (refused with the estimate before anything is allocated)."""
+    need = 8 * math.prod(int(n) for n in shape)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: let NumPy decide
+        return shape
+    if need > have:
+        raise ShapeError(
+            f"a weight of shape {tuple(shape)} needs {need / 2**30:,.1f} GiB to initialize but "
+            f"this machine has {have / 2**30:,.1f} GiB of memory; use smaller layers"
+        )
+    return shape
 
 
 def _place(host: np.ndarray, xp: ModuleType | None, dtype: Any, device: Any) -> Array:
@@ -69,7 +87,7 @@ def glorot_uniform(
     """
     fan_in, fan_out = shape
     a = math.sqrt(6.0 / (fan_in + fan_out))
-    return _place(rng.uniform(-a, a, size=shape), xp, dtype, device)
+    return _place(rng.uniform(-a, a, size=_room(shape)), xp, dtype, device)
 
 
 def glorot_normal(
@@ -79,7 +97,7 @@ def glorot_normal(
     """Glorot/Xavier normal: N(0, s²) with ``s = sqrt(2 / (fan_in + fan_out))``."""
     fan_in, fan_out = shape
     s = math.sqrt(2.0 / (fan_in + fan_out))
-    return _place(rng.normal(0.0, s, size=shape), xp, dtype, device)
+    return _place(rng.normal(0.0, s, size=_room(shape)), xp, dtype, device)
 
 
 def he_uniform(
@@ -88,7 +106,7 @@ def he_uniform(
 ) -> Array:
     """He/Kaiming uniform: U(-a, a) with ``a = sqrt(6 / fan_in)`` (for ReLU)."""
     a = math.sqrt(6.0 / shape[0])
-    return _place(rng.uniform(-a, a, size=shape), xp, dtype, device)
+    return _place(rng.uniform(-a, a, size=_room(shape)), xp, dtype, device)
 
 
 def he_normal(
@@ -97,7 +115,7 @@ def he_normal(
 ) -> Array:
     """He/Kaiming normal: N(0, s²) with ``s = sqrt(2 / fan_in)`` (for ReLU)."""
     s = math.sqrt(2.0 / shape[0])
-    return _place(rng.normal(0.0, s, size=shape), xp, dtype, device)
+    return _place(rng.normal(0.0, s, size=_room(shape)), xp, dtype, device)
 
 
 def zeros(
@@ -105,7 +123,7 @@ def zeros(
     xp: ModuleType | None = None, dtype: Any = None, device: Any = None,
 ) -> Array:
     """All zeros (biases). ``rng`` is accepted for a uniform signature and unused."""
-    return _place(np.zeros(shape), xp, dtype, device)
+    return _place(np.zeros(_room(shape)), xp, dtype, device)
 
 
 Initializer = Callable[..., Array]

@@ -913,7 +913,7 @@ def _verbosity(verbose: Any, progress: bool | None) -> _Verbosity:
 
 
 def _label_fix(message: str, loss: str, n_out: int) -> str:
-    if n_out == 1 and "classes" in message:
+    if n_out == 1 and "network has" in message:
         return (f"{message}; a network with one output tells two classes apart (labels 0 or "
                 "1); give the last layer one output per class and use softmax_cross_entropy")
     return message

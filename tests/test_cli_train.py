@@ -8,6 +8,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def test_default_job_reaches_97_percent_on_digits() -> None:
     assert match, proc.stdout
     assert float(match.group(1)) >= 97.0
     assert "Traceback" not in proc.stderr
-    assert "epoch 60/60" in proc.stderr  # one log line per epoch, on stderr
+    assert "epoch 30/30" in proc.stderr  # one log line per epoch, on stderr
 
 
 def test_help_is_grouped_with_defaults_and_examples() -> None:
@@ -113,6 +114,7 @@ def test_real_valued_targets_report_the_loss(
 
 def test_metrics_csv_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv_path, json_path = tmp_path / "m.csv", tmp_path / "out" / "m.json"
+    json_path.parent.mkdir()
     assert main([*SMALL, "--epochs", "3", "-q", "--metrics", str(csv_path)]) == 0
     assert main([*SMALL, "--epochs", "3", "-q", "--metrics", str(json_path)]) == 0
     capsys.readouterr()
@@ -148,8 +150,9 @@ def test_resume_continues_bit_for_bit(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main([*run, "--epochs", "4", "--save", str(straight)]) == 0
     assert main([*run, "--epochs", "2", "--save", str(half)]) == 0
     assert load_checkpoint(half).epoch == 2
-    # the same file may be resumed from and saved to without --overwrite
-    assert main(["train", "--resume", str(half), "--save", str(half), "--epochs", "4", "-q",
+    # the same file may be resumed from and saved to, with --overwrite
+    assert main(["train", "--resume", str(half), "--save", str(half), "--overwrite",
+                 "--epochs", "4", "-q",
                  "--metrics", str(tmp_path / "m.csv")]) == 0
     out = [line.split(" — ")[0] for line in capsys.readouterr().out.strip().splitlines()]
     assert len(out) == 3 and out[2] == out[0]  # resumed 2 + 2 reports what 4 straight did
@@ -271,3 +274,113 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     proc = run_cli("train", "--data", str(tmp_path / "missing.csv"))
     assert proc.returncode == 2 and proc.stdout == ""
     assert "no such file" in one_line_error(proc.stderr)
+
+
+# --------------------------------------------------------------------------
+# nothing the user had is lost; every refusal is one line, before any training
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], match: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("bpcore: error: "), err
+    assert re.search(match, err), err
+
+
+def test_outputs_never_overwrite_inputs_or_existing_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "my.csv"
+    rows = "\n".join(f"{i % 7},{(i * 3) % 5},{i % 2}" for i in range(40))
+    data.write_text(rows + "\n")
+    before = data.read_bytes()
+    _one_line_error(capsys, ["train", "--data", str(data), "--metrics", str(data)],
+                    "--data file of this run")
+    _one_line_error(capsys, ["train", "--data", str(data), "--metrics", str(data),
+                             "--overwrite"], "--data file of this run")
+    assert data.read_bytes() == before
+    for flag, name in (("--metrics", "old.csv"), ("--plot", "old.png"), ("--save", "old.npz")):
+        old = tmp_path / name
+        old.write_bytes(b"precious")
+        _one_line_error(capsys, [*SMALL, flag, str(old)], "exists; pass --overwrite")
+        assert old.read_bytes() == b"precious"
+    assert main([*SMALL, "-q", "--metrics", str(tmp_path / "old.csv"), "--overwrite"]) == 0
+    assert (tmp_path / "old.csv").read_text().startswith("epoch,")
+    _one_line_error(capsys, [*SMALL, "--metrics", str(tmp_path / "a.json"),
+                             "--save", str(tmp_path / "a.json")], "the same file as")
+
+
+@pytest.mark.parametrize("where", ["directory", "missing-dir", "is-a-dir"])
+def test_bad_output_paths_fail_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    target = {"directory": tmp_path, "missing-dir": tmp_path / "nope" / "m.csv",
+              "is-a-dir": tmp_path / "d.csv"}[where]
+    if where == "is-a-dir":
+        target.mkdir()
+    start = time.perf_counter()
+    _one_line_error(capsys, ["train", "--epochs", "500", "--metrics", str(target)],
+                    "is a directory|does not exist|must end in")
+    assert time.perf_counter() - start < 20  # refused before 500 epochs could run
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["train", "--epochs", "x"], ["train", "--bogus"], ["train", "--backend", "nope"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("bpcore: error: ")
+        assert "--help" in err
+
+
+def test_devices_and_sizes_are_checked_first(capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(capsys, ["train", "--device", "bogus"], "numpy arrays live on 'cpu'")
+    if backend_info("torch").available:
+        _one_line_error(capsys, ["train", "--backend", "torch", "--device", "cuda:0", "-q"],
+                        "torch cannot use 'cuda:0'|cuda")
+        _one_line_error(capsys, ["train", "--backend", "torch", "--device", "bogus"],
+                        "torch has no device 'bogus'")
+    _one_line_error(capsys, ["train", "--layers", "64,99999999999,10"],
+                    r"needs [\d,.]+ GiB .* use smaller layers")
+
+
+def test_a_diverging_run_saves_nothing_non_finite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ck = tmp_path / "ck.npz"
+    assert main([*SMALL, "--epochs", "1", "-q", "--save", str(ck)]) == 0
+    kept = ck.read_bytes()
+    _one_line_error(capsys, ["train", "--layers", "64,16,10", "--optimizer", "sgd",
+                             "--lr", "1e9", "--epochs", "3", "-q", "--save", str(ck),
+                             "--overwrite"], r"epoch 1, batch \d+ of \d+.*lower the learning")
+    assert ck.read_bytes() == kept  # the earlier run's checkpoint is untouched
+
+
+def test_labels_as_users_have_them_in_a_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    named = tmp_path / "named.csv"
+    kinds = np.array(["cat", "dog", "emu"])[np.arange(60) % 3]
+    named.write_text("a,b,c,kind\n" + "\n".join(
+        f"{x[0] + 3 * (k == 'dog'):.3f},{x[1]:.3f},{x[2] + 3 * (k == 'emu'):.3f},{k}"
+        for x, k in zip(X, kinds)) + "\n")
+    assert main(["train", "--data", str(named), "--epochs", "20", "-q"]) == 0
+    assert re.match(r"^test accuracy \d+\.\d% \(\d+/12\) on named", capsys.readouterr().out)
+    big = tmp_path / "big.csv"  # labels 1e12 and 1e12 + 1: two classes, two outputs
+    big.write_text("\n".join(f"{v:.3f},{int(1e12) + (v > 0)}" for v in X[:, 0]) + "\n")
+    assert main(["train", "--data", str(big), "--epochs", "2", "-q"]) == 0
+    one = tmp_path / "one.csv"
+    one.write_text("\n".join(f"{v:.3f},4" for v in X[:, 0]) + "\n")
+    _one_line_error(capsys, ["train", "--data", str(one), "--epochs", "2"], "same label|one class")
+
+
+def test_tiny_data_trains_and_reports_on_every_sample(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", "xor", "--epochs", "300", "-q"]) == 0
+    assert re.match(r"^training accuracy \d+\.\d% \(\d/4\) on xor", capsys.readouterr().out)
+    _one_line_error(capsys, ["train", "--data", "xor", "--test", "0.5", "--val", "0.25"],
+                    "too few|no training sample")

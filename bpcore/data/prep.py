@@ -107,6 +107,14 @@ def split(
         X_test, y_test = ds.X_test, ds.y_test
     else:
         X_test, y_test = X[test_idx], y[test_idx]
+    if ds.n_classes is not None and y.ndim == 1 and (n_val or n_test):
+        missing = np.setdiff1d(np.unique(y), np.unique(y[train_idx]))
+        if missing.size:
+            raise DataError(
+                f"data set {ds.name!r} ({n} samples): with val={val} and test={test} no "
+                f"training sample is left of class {missing[0]!r}; lower the fractions "
+                "(e.g. --val 0 --test 0 to train and evaluate on every sample) or get more data"
+            )
     return Splits(X[train_idx], y[train_idx], X[val_idx], y[val_idx], X_test, y_test)
 
 

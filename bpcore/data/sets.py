@@ -9,6 +9,7 @@ where to put it.
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 import warnings
 import zipfile
@@ -137,17 +138,28 @@ def load_dataset(spec: str | os.PathLike[str] = "digits") -> Dataset:
 
 
 def _digits() -> Dataset:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
+    """scikit-learn's bundled digits (1797 8x8 images), read from the file it ships
+    (``sklearn/datasets/data/digits.csv.gz``) without importing scikit-learn,
+    which takes longer than the whole default training run."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
         raise DataError(
             "the digits data set comes with scikit-learn, which is not installed; "
             'install it with: pip install "bpcore[train]"'
-        ) from None
-    bunch = load_digits()
-    X = np.asarray(bunch.data, dtype=np.float64)
-    y = np.asarray(bunch.target, dtype=np.int64)
-    return Dataset(X, y, 10, "digits")
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / \
+        "digits.csv.gz"
+    try:
+        with gzip.open(path, "rb") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read scikit-learn's digits file {path}: {exc}") from None
+    if table.ndim != 2 or table.shape[1] != 65:
+        raise DataError(f"{path}: expected 65 columns (64 pixels and the label), got "
+                        f"shape {table.shape}")
+    return Dataset(table[:, :64], table[:, 64].astype(np.int64), 10, "digits")
 
 
 def _mnist(kind: str, where: Path) -> Dataset:
@@ -291,7 +303,8 @@ def _csv(path: Path) -> Dataset:
     if not first.strip():
         raise DataError(f"{path}: the file is empty")
     delimiter = _delimiter(first)
-    header = not _numeric_row(_fields(first.rstrip("\r\n"), delimiter))
+    # a header names the features: a data row may still have a named label last
+    header = not _numeric_row(_fields(first.rstrip("\r\n"), delimiter)[:-1] or ["x"])
     try:  # the fast C parser; on any problem, re-parse in Python for a precise message
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
@@ -300,7 +313,9 @@ def _csv(path: Path) -> Dataset:
                 dtype=np.float64, comments=None, encoding="utf-8-sig",
             )
     except (ValueError, UnicodeDecodeError):
-        values = _csv_slow(path, delimiter, skip if header else 0)
+        values, named = _csv_slow(path, delimiter, skip if header else 0)
+        if named is not None:
+            return _make(_checked_csv(values, path), named, path.stem, source=str(path))
     if values.shape[0] == 0:
         raise DataError(f"{path}: has a header row but no data")
     if values.shape[1] < 2:
@@ -308,6 +323,12 @@ def _csv(path: Path) -> Dataset:
             f"{path}: each row needs at least two columns (features, then the label), "
             f"found {values.shape[1]}"
         )
+    values = _checked_csv(values, path)
+    return _make(values[:, :-1], values[:, -1], path.stem, source=str(path))
+
+
+def _checked_csv(values: np.ndarray, path: Path) -> np.ndarray:
+    """The parsed numbers, refused with the row and column of a NaN/Inf."""
     bad = np.argwhere(~np.isfinite(values))
     if bad.size:
         i, j = (int(v) for v in bad[0])
@@ -317,11 +338,14 @@ def _csv(path: Path) -> Dataset:
             f"value{'s' if len(bad) != 1 else ''} in all are not finite: remove or impute "
             "them first"
         )
-    return _make(values[:, :-1], values[:, -1], path.stem, source=str(path))
+    return values
 
 
-def _csv_slow(path: Path, delimiter: str, skip: int) -> np.ndarray:
-    """Parse a CSV in Python, raising a DataError that names the line and column."""
+def _csv_slow(path: Path, delimiter: str, skip: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parse a CSV in Python, raising a DataError that names the line and column.
+
+    Returns the numbers, and the labels when the last column names classes
+    (then the numbers are the features only)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
@@ -330,8 +354,14 @@ def _csv_slow(path: Path, delimiter: str, skip: int) -> np.ndarray:
     numbered = [(i + 1, line) for i, line in enumerate(lines) if i >= skip and line.strip()]
     rows = [(n, _fields(line, delimiter)) for n, line in numbered]
     if not rows:
-        return np.empty((0, 0))
+        return np.empty((0, 0)), None
     width = len(rows[0][1])
+    named = width >= 2 and all(len(f) == width and f[-1] != "" and _number(f[-1]) is None
+                               for _, f in rows)
+    if named:  # the last column names the classes
+        labels = np.array([f[-1] for _, f in rows])
+        rows = [(n, f[:-1]) for n, f in rows]
+        width -= 1
     values = np.empty((len(rows), width), dtype=np.float64)
     for i, (lineno, fields) in enumerate(rows):
         if len(fields) != width:
@@ -351,7 +381,7 @@ def _csv_slow(path: Path, delimiter: str, skip: int) -> np.ndarray:
                     f"{path}: line {lineno}, column {j + 1}: {field!r} is not a number"
                 )
             values[i, j] = v
-    return values
+    return values, (labels if named else None)
 
 
 def _delimiter(first: str) -> str:
@@ -389,16 +419,17 @@ def _make(
     if y_test is not None and X_test is not None:
         y_test = _targets(np.asarray(y_test), X_test.shape[0], source, "test ")
     labels = [t for t in (y, y_test) if t is not None]
+    if all(t.dtype.kind in "OSU" for t in labels):  # named classes, e.g. "cat", "dog"
+        out = [t.reshape(t.shape[0]).astype(str) for t in labels]
+        n_classes = len(np.unique(np.concatenate(out)))
+        return Dataset(X, out[0], n_classes, name, X_test, out[1] if len(out) > 1 else None)
     if all(_integral(t) for t in labels):
-        cast = [t.reshape(t.shape[0]) for t in labels]
-        low = min(int(t.min()) for t in cast if t.size)
-        if low < 0:
-            raise DataError(
-                f"{source}: label {low} is negative; class labels must be 0, 1, ..., "
-                "n_classes - 1: remap them, e.g. np.unique(y, return_inverse=True)[1]"
-            )
-        out = [t.astype(np.int64) for t in cast]
-        n_classes = max(int(t.max()) for t in out if t.size) + 1
+        out = [t.reshape(t.shape[0]).astype(np.int64) for t in labels]
+        classes = np.unique(np.concatenate(out))
+        # labels 0..k-1 mean outputs 0..k-1; any others (gaps, negative, large) are
+        # numbered in order by the model, one output per class
+        n_classes = int(classes[-1]) + 1 if classes[0] >= 0 and classes[-1] < len(classes) \
+            else len(classes)
         y = out[0]
         y_test = out[1] if len(out) > 1 else None
         return Dataset(X, y, n_classes, name, X_test, y_test)
@@ -412,6 +443,11 @@ def _make(
 
 
 def _targets(y: np.ndarray, n: int, source: str, which: str = "") -> np.ndarray:
+    if y.dtype.kind in "OSU":
+        if y.ndim != 1 or y.shape[0] != n:
+            raise DataError(f"{source}: {n} {which}samples but {which}labels of shape "
+                            f"{y.shape}; give one label per row of X")
+        return y
     if y.dtype.kind not in "biuf":
         raise DataError(f"{source}: {which}targets must be numeric, got dtype {y.dtype}")
     if y.ndim == 0 or y.shape[0] != n:
