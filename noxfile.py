@@ -1,6 +1,9 @@
-"""Developer sessions: ``nox`` runs tests and lint; bench and tests_gpu on demand."""
+"""Developer sessions: ``nox`` runs tests and lint; bench, tests_gpu and
+fuzz_checkpoints on demand."""
 
 from __future__ import annotations
+
+import os
 
 import nox
 
@@ -46,4 +49,18 @@ def tests_gpu(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", "-m", "gpu or not gpu", *session.posargs,
         env={"BPCORE_CUPY_FAST": "1"},
+    )
+
+
+@nox.session(default=False)
+def fuzz_checkpoints(session: nox.Session) -> None:
+    """The checkpoint fuzzer at full length: 10,000 mutated checkpoints (set
+    ``BPCORE_FUZZ_CHECKPOINTS`` to change it), each a CheckpointError or a
+    bit-identical load; then the zip-bomb and hostile-file reproducers."""
+    session.install("-e", ".[test]")
+    count = os.environ.get("BPCORE_FUZZ_CHECKPOINTS", "10000")
+    session.run(
+        "python", "-m", "pytest", "-s", "tests/test_checkpoint_fuzz.py",
+        "tests/test_checkpoint_hostile.py", *session.posargs,
+        env={"BPCORE_FUZZ_CHECKPOINTS": count},
     )

@@ -304,9 +304,13 @@ def test_sigkill_during_large_save_keeps_previous(saved: tuple[Path, bp.Layer, A
     ck = load_checkpoint(path, backend="numpy", model_config=net.config)
     assert ck.epoch == 3
     assert_trees_equal(ck.params, params)
-    # the killed writer's temp file may remain; a later save is unaffected by it
+    killed = leftovers(path.parent)  # the killed writer's temp file, named for its pid
+    assert len(killed) == 1 and f"-{proc.pid}-" in killed[0], killed
+    assert sorted(p.name for p in path.parent.glob("*.npz")) == [path.name]  # never a checkpoint
+    # the next save into the directory removes it, and is unaffected by it
     save(path, *trained("sgd"), overwrite=True, epoch=4)
     assert load_checkpoint(path, backend="numpy").epoch == 4
+    assert leftovers(path.parent) == []
 
 
 # --------------------------------------------------------------------------
