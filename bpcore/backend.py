@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from .errors import BackendError, BackendMismatchError, DTypeError
+from .errors import ArgumentError, BackendError, BackendMismatchError, DTypeError
 from .tree import map_arrays
 
 __all__ = [
@@ -105,7 +105,7 @@ def namespace(*arrays: Array, xp: ModuleType | None = None) -> ModuleType:
                 "bpcore.to_backend(x, 'numpy')"
             )
     if found is None:
-        raise TypeError("namespace() needs at least one array")
+        raise ArgumentError("namespace() needs at least one array")
     return found
 
 

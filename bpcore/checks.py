@@ -11,33 +11,178 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
+from . import tree
 from .backend import SUPPORTED_DTYPES, Array, backend_name, device_of, dtype_name, namespace
 from .errors import (
+    ArgumentError,
     BackendMismatchError,
     BpcoreError,
     DTypeError,
     LabelError,
     NonFiniteError,
+    SettingError,
     ShapeError,
 )
-from .tree import first_array
 
-__all__ = ["WeightError", "check_features", "check_params", "check_targets", "check_weights"]
+__all__ = [
+    "WeightError",
+    "check_features",
+    "check_params",
+    "check_state",
+    "check_targets",
+    "check_weights",
+]
 
 
-def check_params(params: Any) -> tuple[ModuleType, Array]:
-    """Namespace and a reference array of a parameter tree; refuses bad dtypes."""
-    ref = first_array(params)
+def check_params(params: Any, model: Any = None) -> tuple[ModuleType, Array]:
+    """Namespace and a reference array of a parameter tree, after checking that
+    every leaf is an array of one backend, device and float dtype, and (given
+    the ``model``) that the structure and shapes are those the network makes.
+
+    Touches no data: shapes, types and dtypes only.
+
+    Raises
+    ------
+    ArgumentError, BackendMismatchError, DTypeError, ShapeError
+    """
+    leaves = tree.leaves(params)
+    ref = next((a for a in leaves if tree.is_array(a)), None)
     if ref is None:
-        raise ValueError("the parameters hold no arrays; create them with model.init(seed)")
+        raise SettingError("the parameters hold no arrays; create them with model.init(seed)")
     xp = namespace(ref)
-    name = dtype_name(ref.dtype, xp)
+    kind, dtype = type(ref), ref.dtype
+    name = dtype_name(dtype, xp)
     if name not in SUPPORTED_DTYPES:
         raise DTypeError(
             f"parameters are {name}; bpcore computes in float32 or float64: "
             "create them with model.init(seed, dtype='float32')"
         )
+    device = None if kind is np.ndarray else device_of(ref)
+    for a in leaves:
+        if type(a) is not kind or a.dtype != dtype or (
+                device is not None and device_of(a) != device):
+            _explain_params(params, ref, xp)
+    if model is not None and getattr(model, "shapes", None) is not None:
+        _check_shapes(params, model.shapes(), model)
     return xp, ref
+
+
+def _explain_params(params: Any, ref: Array, xp: ModuleType) -> None:
+    """Raise the error that names the first leaf unlike ``ref``."""
+    first, = (p for p, a in tree.paths(params) if a is ref)
+    for path, a in tree.paths(params):
+        if not tree.is_array(a):
+            raise ArgumentError(
+                f"parameter {path} is a {type(a).__name__}, not an array; parameters are "
+                "arrays made by model.init(seed)"
+            )
+        try:
+            ns = namespace(a)
+        except BackendMismatchError:
+            raise BackendMismatchError(
+                f"parameter {path} is a {type(a).__module__}.{type(a).__qualname__}, not an "
+                "array of a supported backend"
+            ) from None
+        if ns is not xp:
+            raise BackendMismatchError(
+                f"parameter {path} is a {backend_name(ns)} array but {first} is "
+                f"{backend_name(xp)}; move them to one backend: bp.to_backend(params, "
+                f"'{backend_name(xp)}')"
+            )
+        if device_of(a) != device_of(ref):
+            raise BackendMismatchError(
+                f"parameter {path} is on device {device_of(a)} but {first} on "
+                f"{device_of(ref)}; move them to one device with bp.to_backend(params, device=...)"
+            )
+        if a.dtype != ref.dtype:
+            raise DTypeError(
+                f"parameter {path} is {dtype_name(a.dtype, xp)} but {first} is "
+                f"{dtype_name(ref.dtype, xp)}; bpcore trains in one dtype: cast them all, e.g. "
+                f"bp.tree.map_arrays(lambda a: xp.astype(a, xp.{dtype_name(ref.dtype, xp)}), "
+                "params)"
+            )
+
+
+def _check_shapes(params: Any, want: Any, model: Any, where: str = "") -> None:
+    """Compare a parameter tree with the network's ``shapes()`` tree (``None``: unknown)."""
+    if want is None:
+        return
+    label = where or "the parameters"
+    if isinstance(want, tuple):
+        if not isinstance(params, (tuple, list)) or len(params) != len(want):
+            got = f"{len(params)} entries" if isinstance(params, (tuple, list)) else \
+                f"a {type(params).__name__}"
+            raise ShapeError(
+                f"{label} hold {got} but the network has {len(want)} layers (one dict per "
+                "layer, {} for a layer without parameters); create them with net.init(seed)"
+            )
+        layers = getattr(model, "config", {}).get("layers") if isinstance(
+            getattr(model, "config", None), dict) else None
+        for i, (p, w) in enumerate(zip(params, want)):
+            name = layers[i].get("name") if isinstance(layers, list) and i < len(layers) and \
+                isinstance(layers[i], dict) else None
+            _check_shapes(p, w, None, f"layer {i}" + (f" ({name})" if name else ""))
+        return
+    if isinstance(want, dict):
+        if not isinstance(params, dict) or set(params) != set(want):
+            have: Any = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ShapeError(
+                f"{label} has parameters {have} but the network needs {sorted(want)}; "
+                "create them with net.init(seed) (or load them for this network)"
+            )
+        for key, shape in want.items():
+            found = tuple(params[key].shape)
+            if found != tuple(shape):
+                raise ShapeError(
+                    f"{label}: {key} has shape {found} but the network needs {tuple(shape)}; "
+                    "these parameters are for another network"
+                )
+
+
+def check_state(state: Any, optimizer: Any, params: Any) -> None:
+    """The optimizer state matches the optimizer (its kind) and the parameters
+    (structure, shapes, backend, dtype). Touches no data.
+
+    Raises
+    ------
+    ArgumentError, ShapeError, DTypeError, BackendMismatchError
+    """
+    rule = getattr(optimizer, "rule", None)
+    if rule is None:
+        return
+    fix = "create it with opt.init(params) for this optimizer and these parameters"
+    adam = hasattr(rule, "b1")  # an AdamRule (this layer does not import bpcore.optim)
+    want, fields = ("AdamState", ("count", "m", "v")) if adam else ("SGDState", ("velocity",))
+    if getattr(state, "_fields", None) != fields:
+        raise ArgumentError(
+            f"the optimizer state is a {type(state).__name__} but {optimizer.name} keeps a "
+            f"{want}; {fix}"
+        )
+    if not adam:
+        trees = [] if state.velocity is None else [state.velocity]
+        if (state.velocity is None) != (not rule.momentum):
+            raise ArgumentError(f"the SGD state's velocity does not fit momentum "
+                                f"{rule.momentum}; {fix}")
+    else:
+        count = state.count
+        if isinstance(count, bool) or not (
+                isinstance(count, (int, np.integer)) or getattr(count, "shape", None) == ()):
+            raise ArgumentError(f"Adam's step count must be an int, got {count!r}; {fix}")
+        if isinstance(count, (int, np.integer)) and count < 0:
+            raise SettingError(f"Adam's step count must be >= 0, got {count}; {fix}")
+        trees = [state.m, state.v]
+    shapes = [tuple(a.shape) for a in tree.leaves(params)]
+    for part in trees:
+        leaves = tree.leaves(part)
+        if [tuple(getattr(a, "shape", ())) for a in leaves] != shapes:
+            raise ShapeError(f"the optimizer state does not have the parameters' shapes; {fix}")
+        ref = tree.first_array(params)
+        if leaves and (type(leaves[0]) is not type(ref) or leaves[0].dtype != ref.dtype):
+            raise DTypeError(
+                "the optimizer state is not of the parameters' backend and dtype; " + fix
+            )
 
 
 def check_features(x: Array, ref: Array, n_in: int | None, *, finite: bool = True) -> None:

@@ -36,7 +36,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from .backend import Array, backend_name, namespace
-from .errors import BpcoreError
+from .errors import ArgumentError, BpcoreError
 from .layers.core import Layer
 from .losses import LossFunction, get_loss
 from .optim import Optimizer
@@ -425,7 +425,7 @@ def compile(
     options = dict(torch_options or {})
     if isinstance(step, Layer):
         if loss is None or optimizer is None:
-            raise TypeError(
+            raise ArgumentError(
                 "compile(model, loss, optimizer) needs the loss and the optimizer too, e.g. "
                 "bp.compile(net, 'softmax_cross_entropy', bp.sgd(0.1))"
             )
@@ -447,12 +447,12 @@ def compile(
                             validate=check if validate else None, built=True,
                             torch_options=options, loop=loop)
     if loss is not None or optimizer is not None or grad_transform is not None or loop:
-        raise TypeError(
+        raise ArgumentError(
             "compile(step) takes a ready step alone; to have bpcore build it, pass the "
             "network: bp.compile(net, loss, optimizer)"
         )
     if not callable(step):
-        raise TypeError(
+        raise ArgumentError(
             f"compile() takes a step function or a network (Layer), got {type(step).__name__}"
         )
     return CompiledStep(lambda xp: step, eager=step, donate=donate, validate=None, built=False,

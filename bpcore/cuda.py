@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+from .errors import ArgumentError
+
 __all__ = ["SOURCES", "KernelSource", "compiled", "cupy", "elementwise", "launch", "raw", "real"]
 
 
@@ -86,7 +88,7 @@ def real(dtype: Any) -> str:
         return "float"
     if name == "float64":
         return "double"
-    raise TypeError(f"bpcore's CUDA kernels take float32 or float64, got {dtype}")
+    raise ArgumentError(f"bpcore's CUDA kernels take float32 or float64, got {dtype}")
 
 
 @functools.cache

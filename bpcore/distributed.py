@@ -66,7 +66,7 @@ import numpy as np
 
 from . import tree as tree_
 from .backend import Array, backend_name, device_of, dtype_name, namespace, to_numpy
-from .errors import BpcoreError
+from .errors import BpcoreError, SettingError
 
 __all__ = [
     "BUCKET_BYTES",
@@ -285,7 +285,7 @@ def _low_precision(dtype: Any) -> str | None:
     try:
         return _LOW_PRECISION[name]
     except KeyError:
-        raise ValueError(
+        raise SettingError(
             f"all-reduce dtype {name!r} is not supported; use None (the gradients' own "
             "dtype), 'float16' or 'bfloat16'"
         ) from None
@@ -371,10 +371,10 @@ class Communicator:
     ) -> None:
         self.MPI = _import_mpi()
         if gpu not in ("auto", "nccl", "mpi", "host"):
-            raise ValueError(f"gpu must be one of auto, nccl, mpi, host; got {gpu!r}")
+            raise SettingError(f"gpu must be one of auto, nccl, mpi, host; got {gpu!r}")
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) \
                 or bucket_bytes < 1:
-            raise ValueError(f"bucket_bytes must be a positive int, got {bucket_bytes!r}")
+            raise SettingError(f"bucket_bytes must be a positive int, got {bucket_bytes!r}")
         self.comm = self.MPI.COMM_WORLD if comm is None else comm
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
@@ -504,7 +504,7 @@ class Communicator:
             (views of a fresh buffer per bucket); ``tree`` is not modified.
         """
         if op not in ("mean", "sum"):
-            raise ValueError(f"op must be 'mean' or 'sum', got {op!r}")
+            raise SettingError(f"op must be 'mean' or 'sum', got {op!r}")
         low = _low_precision(dtype)
         factor = float(scale) if scale is not None else (1.0 / self.size if op == "mean" else 1.0)
         leaves, skeleton = tree_.flatten(tree, only_arrays=True)
@@ -675,7 +675,7 @@ class GradientAllReduce:
 
     def __init__(self, comm: Communicator, *, op: str = "mean", dtype: Any = None) -> None:
         if op not in ("mean", "sum"):
-            raise ValueError(f"op must be 'mean' or 'sum', got {op!r}")
+            raise SettingError(f"op must be 'mean' or 'sum', got {op!r}")
         _low_precision(dtype)
         self.comm, self.op, self.dtype = comm, op, dtype
         self.scale: float | None = None
@@ -753,10 +753,10 @@ def shard_batches(
     from .data import batch_indices
 
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be an int >= 1, got {size!r}")
+        raise SettingError(f"size must be an int >= 1, got {size!r}")
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) \
             or not 0 <= rank < size:
-        raise ValueError(f"rank must be an int in [0, {size}), got {rank!r}")
+        raise SettingError(f"rank must be an int in [0, {size}), got {rank!r}")
     out = []
     for chunk in batch_indices(n, batch_size * size, seed=seed, epoch=epoch, shuffle=shuffle):
         m = len(chunk)

@@ -8,6 +8,7 @@ built-in exception a caller would expect (``ValueError``, ``TypeError``), so
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "BackendError",
     "BackendMismatchError",
     "BpcoreError",
@@ -18,6 +19,7 @@ __all__ = [
     "DataError",
     "LabelError",
     "NonFiniteError",
+    "SettingError",
     "ShapeError",
 ]
 
@@ -64,3 +66,11 @@ class CheckpointExistsError(CheckpointError, FileExistsError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file to load does not exist."""
+
+
+class SettingError(BpcoreError, ValueError):
+    """A setting is not valid: a layer size, a hyper-parameter, a configuration."""
+
+
+class ArgumentError(BpcoreError, TypeError):
+    """An argument of the wrong kind: not a layer, not a callable, not an array."""

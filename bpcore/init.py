@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Array, get_backend, resolve_dtype
-from .errors import ShapeError
+from .errors import SettingError, ShapeError
 
 __all__ = [
     "INITIALIZERS",
@@ -146,6 +146,6 @@ def initializer(name_or_fn: str | Initializer) -> Initializer:
     try:
         return INITIALIZERS[name_or_fn]
     except KeyError:
-        raise ValueError(
+        raise SettingError(
             f"unknown initializer {name_or_fn!r}; choose one of {', '.join(INITIALIZERS)}"
         ) from None

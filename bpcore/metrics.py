@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from .backend import Array, namespace
+from .errors import SettingError
 
 __all__ = [
     "HISTORY_FIELDS",
@@ -129,7 +130,7 @@ def write_metrics(
     target = Path(path).expanduser()
     suffix = target.suffix.lower()
     if suffix not in METRICS_FORMATS:
-        raise ValueError(
+        raise SettingError(
             f"cannot write metrics to {target}: the extension must be .csv or .json "
             f"(got {target.suffix or 'none'}), e.g. --metrics run.csv"
         )

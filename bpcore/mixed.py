@@ -60,7 +60,7 @@ import array_api_compat
 from . import tree
 from .backend import Array, backend_name, dtype_name, namespace
 from .checks import check_features, check_params, check_targets
-from .errors import DTypeError
+from .errors import DTypeError, SettingError
 from .layers.core import Layer
 from .losses import LossFunction
 from .optim import Optimizer
@@ -167,15 +167,15 @@ def _check_scaling(loss_scale: Any, growth_factor: float, backoff_factor: float,
     if loss_scale is not None and loss_scale != "dynamic":
         ok = isinstance(loss_scale, (int, float)) and not isinstance(loss_scale, bool)
         if not ok or not math.isfinite(loss_scale) or loss_scale <= 0:
-            raise ValueError(
+            raise SettingError(
                 f"loss_scale must be 'dynamic', a finite number > 0 or None, got {loss_scale!r}"
             )
     if not growth_factor > 1.0:
-        raise ValueError(f"growth_factor must be > 1, got {growth_factor!r}")
+        raise SettingError(f"growth_factor must be > 1, got {growth_factor!r}")
     if not 0.0 < backoff_factor < 1.0:
-        raise ValueError(f"backoff_factor must lie in (0, 1), got {backoff_factor!r}")
+        raise SettingError(f"backoff_factor must lie in (0, 1), got {backoff_factor!r}")
     if not isinstance(growth_interval, int) or growth_interval < 1:
-        raise ValueError(f"growth_interval must be an integer >= 1, got {growth_interval!r}")
+        raise SettingError(f"growth_interval must be an integer >= 1, got {growth_interval!r}")
 
 
 def mixed_precision_step(
@@ -254,7 +254,7 @@ def mixed_precision_step(
         loss_scale = "dynamic" if compute_dtype == "float16" else None
     _check_scaling(loss_scale, growth_factor, backoff_factor, growth_interval)
     if not (math.isfinite(init_scale) and init_scale > 0):
-        raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
+        raise SettingError(f"init_scale must be a finite number > 0, got {init_scale!r}")
     # The portable kernels, allocating: the compute dtype's arrays are new each step.
     driver = Driver(model, loss, optimizer, fast=False)
     n_in, n_out, kind = model.n_in, model.n_out, driver.loss.targets

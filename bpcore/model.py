@@ -34,7 +34,15 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_features, check_params, check_targets, check_weights
 from .data import Scaler, fit_scaler
 from .data.targets import LabelEncoding, encode_labels
-from .errors import BpcoreError, DTypeError, LabelError, NonFiniteError, ShapeError
+from .errors import (
+    ArgumentError,
+    BpcoreError,
+    DTypeError,
+    LabelError,
+    NonFiniteError,
+    SettingError,
+    ShapeError,
+)
 from .layers import Layer, from_config, mlp
 from .layers.activations import sigmoid_forward, softmax_forward
 from .losses import LossFunction, get_loss
@@ -73,10 +81,6 @@ _CHUNK = 4096
 
 class NotFittedError(BpcoreError, ValueError):
     """The model needs ``fit`` first (its feature scaling is fitted on training data)."""
-
-
-class SettingError(BpcoreError, ValueError):
-    """A setting of the model or of ``fit`` is not valid."""
 
 
 class _Prepared(NamedTuple):
@@ -195,7 +199,7 @@ class Model:
             self.sizes: list[int] | None = _dense_sizes(layers.config)
         else:
             if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
-                raise TypeError(
+                raise ArgumentError(
                     "Model(layers) takes a list of sizes such as [64, 128, 10] or a "
                     f"bpcore Layer, got {type(layers).__name__}"
                 )

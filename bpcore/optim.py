@@ -28,7 +28,7 @@ import numpy as np
 from . import cuda, tree
 from .backend import Array, is_mutable, namespace
 from .dispatch import cupy_kernels_enabled, specialization, specializes
-from .errors import BpcoreError
+from .errors import BpcoreError, SettingError
 
 __all__ = [
     "AdamRule",
@@ -391,7 +391,7 @@ def _bind(
         else:
             args, slots = (), [] if state.velocity is None else [tree.leaves(state.velocity)]
         if len(g) != len(values) or any(len(s) != len(values) for s in slots):
-            raise ValueError(
+            raise SettingError(
                 f"{len(g)} gradients for {len(values)} parameters; gradients and optimizer "
                 "state must have the parameters' structure"
             )

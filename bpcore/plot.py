@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BpcoreError
+from .errors import BpcoreError, SettingError
 
 __all__ = ["PLOT_FORMATS", "MissingDependencyError", "plot_history", "require_matplotlib"]
 
@@ -67,12 +67,12 @@ def plot_history(
     """
     target = Path(path).expanduser()
     if target.suffix.lower() not in PLOT_FORMATS:
-        raise ValueError(
+        raise SettingError(
             f"cannot plot to {target}: the extension must be one of "
             f"{', '.join(PLOT_FORMATS)} (got {target.suffix or 'none'}), e.g. --plot curves.png"
         )
     if not history:
-        raise ValueError("there is no training history to plot (no epoch has run)")
+        raise SettingError("there is no training history to plot (no epoch has run)")
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from types import ModuleType
 from typing import Any, NamedTuple
 
 from . import tree
-from .backend import Array, is_mutable, namespace
-from .checks import check_features, check_params, check_targets, check_weights
+from .backend import Array, backend_name, is_mutable, namespace
+from .checks import check_features, check_params, check_state, check_targets, check_weights
 from .dispatch import Binding, Workspace
-from .errors import ShapeError
+from .errors import NonFiniteError, ShapeError
 from .layers.core import Layer, bind
 from .losses import LossFunction, get_loss
 from .optim import Optimizer
@@ -254,8 +255,17 @@ def train_step(
     def step(
         params: Any, state: Any, x: Array, t: Array, weights: Array | None = None
     ) -> tuple[Any, Any, Array]:
-        check_batch(params, x, t, model.n_in, model.n_out, kind, weights)
-        return driver.step(params, state, x, t, weights)
+        # shapes, dtypes, backends, labels, NaN/Inf in x and t (a saturating
+        # activation can hide an infinite input from the loss, not from dW)
+        check_batch(params, x, t, model.n_in, model.n_out, kind, weights, model=model)
+        check_state(state, optimizer, params)
+        b = driver.bound(namespace(x))
+        with _checked_by_the_loss(b.xp):
+            value, grads = driver.gradients(params, x, t, weights=weights, bound=b)
+        if not bool(b.xp.isfinite(value)):  # a NaN parameter or an overflow:
+            explain_non_finite(value, params, x, t)  # say which, before any update
+        params, state = driver.update(grads, state, params, bound=b)
+        return params, state, value
 
     return step
 
@@ -324,14 +334,45 @@ def check_stacked(
 
 def check_batch(
     params: Any, x: Array, t: Array, n_in: int | None, n_out: int | None, kind: str,
-    weights: Array | None = None,
+    weights: Array | None = None, *, model: Layer | None = None,
 ) -> None:
-    """The checks of one batch against the parameters it will meet."""
-    _, ref = check_params(params)
+    """The checks of one batch against the parameters (and network) it will meet."""
+    _, ref = check_params(params, model)
     check_features(x, ref, n_in)
     check_targets(t, ref, x.shape[0], n_out, kind)
     if weights is not None:
         check_weights(weights, ref, x.shape[0])
+
+
+def _checked_by_the_loss(xp: ModuleType) -> AbstractContextManager[Any]:
+    """NumPy's overflow/invalid warnings silenced where the result is checked for
+    NaN/Inf right after (and a clear error raised instead); a no-op elsewhere."""
+    if backend_name(xp) == "numpy":
+        import numpy as np  # the host edge: NumPy's error state, not a kernel
+
+        return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    return nullcontext()
+
+
+def explain_non_finite(value: Array, params: Any, x: Array, t: Array) -> None:
+    """Raise the :class:`~bpcore.errors.NonFiniteError` that says why the loss
+    is ``value`` (NaN or infinite): the inputs, the targets, a parameter, or a
+    step that diverged."""
+    xp = namespace(x)
+    check_features(x, x, None)  # NaN/Inf in the inputs
+    if xp.isdtype(t.dtype, "real floating"):
+        check_targets(t, t, t.shape[0], None, "values")
+    for path, a in tree.paths(params):
+        if tree.is_array(a) and not bool(xp.all(xp.isfinite(a))):
+            raise NonFiniteError(
+                f"parameter {path} holds NaN or infinite values (the training diverged, or "
+                "they were loaded so); start again from finite parameters with a lower "
+                "learning rate"
+            )
+    raise NonFiniteError(
+        f"the loss is {float(value)} although the inputs, targets and parameters are finite: "
+        "the values overflow in the forward pass; scale the inputs or use float64"
+    )
 
 
 def value_and_grad(
@@ -346,14 +387,23 @@ def value_and_grad(
     """
     driver = Driver(model, loss)
     if validate:
-        check_batch(params, x, t, model.n_in, model.n_out, driver.loss.targets, weights)
-    return driver.gradients(params, x, t, weights=weights)
+        check_batch(params, x, t, model.n_in, model.n_out, driver.loss.targets, weights,
+                    model=model)
+    with _checked_by_the_loss(namespace(x)) if validate else nullcontext():
+        value, grads = driver.gradients(params, x, t, weights=weights)
+    if validate and not bool(namespace(x).isfinite(value)):
+        explain_non_finite(value, params, x, t)
+    return value, grads
 
 
 def predict(model: Layer, params: Any, x: Array, *, validate: bool = True) -> Array:
     """The network's output for ``x`` of shape ``(batch, n_in)`` (logits for a
     classifier with a linear last layer)."""
     if validate:
-        _, ref = check_params(params)
+        _, ref = check_params(params, model)
         check_features(x, ref, model.n_in)
-    return Driver(model, "mse").predict(params, x)
+    with _checked_by_the_loss(namespace(x)) if validate else nullcontext():
+        y = Driver(model, "mse").predict(params, x)
+    if validate and not bool(namespace(x).all(namespace(x).isfinite(y))):
+        explain_non_finite(y, params, x, x)
+    return y

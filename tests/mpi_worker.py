@@ -197,7 +197,7 @@ def scenario_model(comm: Any, out: Path) -> None:
     if comm.rank == 0:
         model.save(out / "model.npz")
     (out / f"model-rank{comm.rank}.json").write_text(json.dumps(
-        {"history": history, "scores": scores}))
+        {"history": history.records, "scores": scores}))
     save(out, "model", comm.rank, flat_params(model.params))
 
 

@@ -536,7 +536,7 @@ def test_mpiexec_bpcore_train_is_data_parallel_and_rank_0_saves(tmp_path: Path) 
     assert model.epoch == 2 and model.extra["run"]["ranks"] == 2
     single = subprocess.run(
         [sys.executable, "-m", "bpcore", "train", "--resume", str(ck), "--save", str(ck),
-         "--epochs", "3", "--quiet"],
+         "--overwrite", "--epochs", "3", "--quiet"],
         capture_output=True, text=True, timeout=TIMEOUT, env=_env(), cwd=tmp_path,
     )
     assert single.returncode == 0, single.stderr

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backend import BACKEND_NAMES
+from ..errors import SettingError
 from ..losses import LOSSES
 from ..model import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, RECIPE
 
@@ -282,13 +283,13 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
 
     # -- check everything that can be checked before any training
     if args.metrics is not None and Path(args.metrics).suffix.lower() not in METRICS_FORMATS:
-        raise ValueError(
+        raise SettingError(
             f"--metrics {args.metrics}: the file name must end in .csv or .json, "
             "e.g. --metrics run.csv"
         )
     if args.plot is not None:
         if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
-            raise ValueError(
+            raise SettingError(
                 f"--plot {args.plot}: the file name must end in "
                 f"{', '.join(PLOT_FORMATS)}, e.g. --plot curves.png"
             )
@@ -298,7 +299,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         value = getattr(args, flag)
         low = 1 if flag == "batch_size" else 0
         if value is not None and value < low:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
+            raise SettingError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
     _check_backend(args.backend or DEFAULTS["backend"], args.device)
 
     if args.backend == "jax" and args.dtype == "float64":
@@ -492,21 +493,21 @@ def _check_outputs(args: argparse.Namespace) -> None:
         where = _resolved(value)
         name = f"--{flag} {value}"
         if where in seen:
-            raise ValueError(f"{name}: the same file as {seen[where]}; give each output its "
+            raise SettingError(f"{name}: the same file as {seen[where]}; give each output its "
                              "own path")
         seen[where] = f"--{flag}"
         role = inputs.get(where)
         if role is not None and not (flag == "save" and role == "--resume"):
-            raise ValueError(f"{name}: that is the {role} file of this run; writing it would "
+            raise SettingError(f"{name}: that is the {role} file of this run; writing it would "
                              "destroy an input: choose another path")
         if path.is_dir():
-            raise ValueError(f"{name}: is a directory; give a file path, e.g. "
+            raise SettingError(f"{name}: is a directory; give a file path, e.g. "
                              f"{path / ('run' + (path.suffix or '.csv'))}")
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
-            raise ValueError(f"{name}: the directory {parent} does not exist; create it first")
+            raise SettingError(f"{name}: the directory {parent} does not exist; create it first")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{name}: cannot write into {parent} (permission denied)")
+            raise SettingError(f"{name}: cannot write into {parent} (permission denied)")
         if path.exists() and not args.overwrite:
             extra = " (the --resume file: the run would overwrite it)" if role else ""
             raise FileExistsError(f"{name}: the file exists{extra}; pass --overwrite to "
@@ -592,7 +593,7 @@ def _parse_layers(text: str) -> list[int]:
     except ValueError:
         sizes = []
     if len(sizes) < 2 or any(n < 1 for n in sizes):
-        raise ValueError(
+        raise SettingError(
             f"--layers {text!r}: give at least two comma-separated positive sizes, inputs "
             "first and outputs last, e.g. --layers 64,128,10"
         )
@@ -604,19 +605,19 @@ def _check_layers(sizes: list[int], ds: Any, loss: str) -> None:
     features = int(ds.X.shape[1])
     middle = ",".join(map(str, sizes[1:-1])) or "..."
     if sizes[0] != features:
-        raise ValueError(
+        raise SettingError(
             f"--layers starts with {sizes[0]} but {ds.name} has {features} features; "
             f"use --layers {features},{middle},{sizes[-1]}"
         )
     if ds.n_classes is None:
         k = int(ds.y.shape[1])
         if sizes[-1] != k:
-            raise ValueError(
+            raise SettingError(
                 f"--layers ends with {sizes[-1]} but {ds.name} has {k} target "
                 f"column{'s' if k != 1 else ''}; use --layers {features},{middle},{k}"
             )
         if loss == "softmax_cross_entropy":
-            raise ValueError(
+            raise SettingError(
                 f"{ds.name} has real-valued targets, not class labels; use --loss mse "
                 "(or binary_cross_entropy for targets in [0, 1])"
             )
@@ -630,7 +631,7 @@ def _check_layers(sizes: list[int], ds: Any, loss: str) -> None:
         fix = f"--layers {features},{middle},1 (or {classes} with softmax_cross_entropy)"
     else:
         fix = f"--layers {features},{middle},{classes}"
-    raise ValueError(
+    raise SettingError(
         f"--layers ends with {sizes[-1]} but {ds.name} has {classes} classes ({labels}); "
         f"the last size must be the number of classes: use {fix}"
     )
@@ -653,7 +654,7 @@ def _check_resume(args: argparse.Namespace, stored: dict[str, Any], model: Any) 
         if value is not None and key in stored and value != stored[key]:
             flag = "--" + key.replace("_", "-")
             shown = ",".join(map(str, stored[key])) if key == "layers" else stored[key]
-            raise ValueError(
+            raise SettingError(
                 f"{flag} {args.layers if key == 'layers' else value} contradicts the resumed "
                 f"run ({args.resume}: {flag} {shown}); a resumed run keeps its settings: "
                 f"drop {flag}, or start a new run without --resume"

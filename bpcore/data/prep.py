@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import DataError, ShapeError
+from ..errors import DataError, SettingError, ShapeError
 from .sets import Dataset
 
 __all__ = ["SCALERS", "Scaler", "Splits", "batch_indices", "fit_scaler", "split"]
@@ -332,7 +332,7 @@ def batch_indices(
     for name, value, low in (("n", n, 0), ("batch_size", batch_size, 1),
                              ("seed", seed, 0), ("epoch", epoch, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"batch_indices: {name} must be an int >= {low}, got {value!r}")
+            raise SettingError(f"batch_indices: {name} must be an int >= {low}, got {value!r}")
     if shuffle:
         order = np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
     else:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
+from ..errors import SettingError
 from . import activations as _act
 from .activations import (
     ACTIVATIONS,
@@ -103,12 +104,12 @@ def mlp(
     """
     sizes = list(sizes)
     if len(sizes) < 2:
-        raise ValueError(
+        raise SettingError(
             f"mlp() needs at least two sizes (inputs and outputs), got {sizes}; e.g. [2, 1]"
         )
     for n in sizes:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"mlp() layer sizes must be positive ints, got {sizes}")
+            raise SettingError(f"mlp() layer sizes must be positive ints, got {sizes}")
     if init is None:
         init = "he_uniform" if activation in ("relu", "leaky_relu", "gelu") else "glorot_uniform"
     layers: list[Layer] = []
@@ -132,4 +133,4 @@ def from_config(config: dict[str, Any]) -> Layer:
         kwargs = {k: v for k, v in config.items() if k != "name"}
         return activation(name, **kwargs)
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"not a bpcore layer config ({exc}): {config!r}") from None
+        raise SettingError(f"not a bpcore layer config ({exc}): {config!r}") from None

@@ -20,6 +20,7 @@ import numpy as np
 from .. import cuda
 from ..backend import Array, namespace
 from ..dispatch import Binding, Workspace, cupy_kernels_enabled, output, specializes
+from ..errors import SettingError
 from .core import Layer, Params
 
 __all__ = [
@@ -354,7 +355,7 @@ def _layer(
             return b(cache, dy, xp=xp), {}
 
         return Layer(_no_params, forward, backward, name, None, None,
-                     config or {"name": name}, bind, (f, b))
+                     config or {"name": name}, bind, (f, b), dict)
 
     def bind(binding: Binding) -> Layer:
         return build(binding.kernel(fwd), binding.kernel(bwd), None)
@@ -425,6 +426,6 @@ def activation(name: str, **kwargs: Any) -> Layer:
     try:
         return ACTIVATIONS[name](**kwargs)
     except KeyError:
-        raise ValueError(
+        raise SettingError(
             f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
         ) from None

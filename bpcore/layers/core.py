@@ -20,6 +20,7 @@ import numpy as np
 
 from ..backend import Array
 from ..dispatch import Binding
+from ..errors import ArgumentError, SettingError
 from ..init import as_generator
 
 __all__ = ["Layer", "Params", "bind", "sequential"]
@@ -54,6 +55,10 @@ class Layer(NamedTuple):
     #: as ``forward(x, *, xp) -> (y, cache)`` and ``backward(cache, dy, *, xp)
     #: -> dx`` (what its ``forward``/``backward`` wrap); ``None`` otherwise.
     kernels: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+    #: ``shapes() -> params``-shaped tree of shape tuples: what ``init`` makes,
+    #: without making it (the checks compare parameters against it); ``None``
+    #: when unknown.
+    shapes: Callable[[], Any] | None = None
 
 
 def bind(layer: Layer, binding: Binding) -> Layer:
@@ -78,17 +83,17 @@ def sequential(*layers: Layer) -> Layer:
     [(3, 4), (4, 1)]
     """
     if not layers:
-        raise ValueError("sequential() needs at least one layer")
+        raise SettingError("sequential() needs at least one layer")
     for layer in layers:
         if not isinstance(layer, Layer):
-            raise TypeError(
+            raise ArgumentError(
                 f"sequential() takes Layer objects, got {type(layer).__name__}; "
                 "did you forget to call it, e.g. bp.relu() rather than bp.relu?"
             )
     width: int | None = None
     for i, layer in enumerate(layers):
         if layer.n_in is not None and width is not None and layer.n_in != width:
-            raise ValueError(
+            raise SettingError(
                 f"layer {i} ({layer.name}) takes {layer.n_in} features but the layer "
                 f"before it gives {width}; make the sizes agree"
             )
@@ -106,9 +111,13 @@ def sequential(*layers: Layer) -> Layer:
 
     config = {"name": "sequential", "layers": [lay.config for lay in layers]}
 
+    def shapes() -> tuple[Any, ...]:
+        return tuple(None if lay.shapes is None else lay.shapes() for lay in layers)
+
     def build(parts: Sequence[Layer], bind_: Callable[[Binding], Layer] | None) -> Layer:
         forward, backward = _chain(parts)
-        return Layer(init, forward, backward, "sequential", n_in, width, config, bind_)
+        return Layer(init, forward, backward, "sequential", n_in, width, config, bind_,
+                     None, shapes)
 
     def bind_all(binding: Binding) -> Layer:
         return build([bind(lay, binding.scope(i)) for i, lay in enumerate(layers)], None)

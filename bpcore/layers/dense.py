@@ -10,6 +10,7 @@ import numpy as np
 
 from ..backend import Array, namespace
 from ..dispatch import Binding, Workspace, specializes
+from ..errors import SettingError
 from ..init import as_generator, initializer, zeros
 from .core import Layer, Params
 
@@ -137,7 +138,7 @@ def dense(
     """
     for label, n in (("n_in", n_in), ("n_out", n_out)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"dense(): {label} must be a positive int, got {n!r}")
+            raise SettingError(f"dense(): {label} must be a positive int, got {n!r}")
     w_init = initializer(init)
 
     def init_params(
@@ -151,8 +152,12 @@ def dense(
     config = {"name": "dense", "n_in": n_in, "n_out": n_out,
               "init": init if isinstance(init, str) else getattr(init, "__name__", "custom")}
 
+    def shapes() -> Params:
+        return {"W": (n_in, n_out), "b": (n_out,)}
+
     def bind(binding: Binding) -> Layer:
         return Layer(init_params, binding.kernel(dense_forward), binding.kernel(dense_backward),
-                     "dense", n_in, n_out, config)
+                     "dense", n_in, n_out, config, None, None, shapes)
 
-    return Layer(init_params, dense_forward, dense_backward, "dense", n_in, n_out, config, bind)
+    return Layer(init_params, dense_forward, dense_backward, "dense", n_in, n_out, config, bind,
+                 None, shapes)
