@@ -23,6 +23,7 @@ from .backend import (
 )
 from .compile import compile
 from .errors import (
+    ArgumentError,
     BackendError,
     BackendMismatchError,
     BpcoreError,
@@ -31,6 +32,7 @@ from .errors import (
     DTypeError,
     LabelError,
     NonFiniteError,
+    SettingError,
     ShapeError,
 )
 from .layers import (
@@ -55,6 +57,7 @@ from .optim import Optimizer, adam, adamw, get_optimizer, momentum, sgd
 from .step import predict, train_loop, train_step, value_and_grad
 
 __all__ = [
+    "ArgumentError",
     "Array",
     "Backend",
     "BackendError",
@@ -70,6 +73,7 @@ __all__ = [
     "Model",
     "NonFiniteError",
     "Optimizer",
+    "SettingError",
     "ShapeError",
     "__version__",
     "activation",

@@ -201,6 +201,8 @@ def check_features(x: Array, ref: Array, n_in: int | None, *, finite: bool = Tru
         raise ShapeError(
             f"x must be 2-D (batch, features), got shape {tuple(x.shape)}; {hint}"
         )
+    if x.shape[0] == 0:
+        raise ShapeError("x is an empty batch (0 samples); pass at least one sample")
     if n_in is not None and x.shape[1] != n_in:
         raise ShapeError(
             f"x has {x.shape[1]} features but the network's first layer takes {n_in}; "

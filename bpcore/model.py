@@ -788,7 +788,8 @@ class Model:
                 )
         if self.scaler is not None:
             host = self.scaler.transform(host)
-        scaled = host.astype(self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked on the next line
+            scaled = host.astype(self.dtype)
         if not np.all(np.isfinite(scaled)):
             raise NonFiniteError(
                 f"X holds values too large for {self.dtype} after scaling (up to "

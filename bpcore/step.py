@@ -32,7 +32,7 @@ from . import tree
 from .backend import Array, backend_name, is_mutable, namespace
 from .checks import check_features, check_params, check_state, check_targets, check_weights
 from .dispatch import Binding, Workspace
-from .errors import NonFiniteError, ShapeError
+from .errors import ArgumentError, NonFiniteError, ShapeError
 from .layers.core import Layer, bind
 from .losses import LossFunction, get_loss
 from .optim import Optimizer
@@ -100,6 +100,17 @@ class Driver:
         fast: bool = True, inplace: bool = False, workspace: bool = False,
         grad_transform: Callable[[Any], Any] | None = None,
     ) -> None:
+        if not isinstance(model, Layer):
+            raise ArgumentError(
+                f"the model must be a Layer such as bp.mlp([64, 32, 10]), got "
+                f"{type(model).__name__}"
+            )
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            hint = f"bp.{optimizer}()" if isinstance(optimizer, str) else "bp.adam()"
+            raise ArgumentError(
+                f"the optimizer must be an Optimizer such as {hint}, got "
+                f"{type(optimizer).__name__} {optimizer!r}"[:200]
+            )
         self.model, self.loss, self.optimizer = model, get_loss(loss), optimizer
         self.fast, self.inplace, self.workspace = fast, inplace, workspace
         self.grad_transform = grad_transform

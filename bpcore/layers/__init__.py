@@ -33,7 +33,7 @@ from .activations import (
     tanh_backward,
     tanh_forward,
 )
-from .core import Layer, Params, sequential
+from .core import Layer, Params, positive_int, sequential
 from .dense import DenseCache, dense, dense_backward, dense_forward
 
 __all__ = [
@@ -107,9 +107,10 @@ def mlp(
         raise SettingError(
             f"mlp() needs at least two sizes (inputs and outputs), got {sizes}; e.g. [2, 1]"
         )
-    for n in sizes:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise SettingError(f"mlp() layer sizes must be positive ints, got {sizes}")
+    try:
+        sizes = [positive_int(n, "a layer size") for n in sizes]  # numpy.int64 welcome
+    except SettingError:
+        raise SettingError(f"mlp() layer sizes must be positive ints, got {sizes}") from None
     if init is None:
         init = "he_uniform" if activation in ("relu", "leaky_relu", "gelu") else "glorot_uniform"
     layers: list[Layer] = []

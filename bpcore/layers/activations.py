@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -387,7 +388,9 @@ def relu() -> Layer:
 
 
 def leaky_relu(alpha: float = 0.01) -> Layer:
-    """Leaky ReLU layer with negative slope ``alpha``."""
+    """Leaky ReLU layer with negative slope ``alpha`` (a finite real number)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
+        raise SettingError(f"leaky_relu(): alpha must be a finite real number, got {alpha!r}")
     alpha = float(alpha)
     return _layer("leaky_relu", leaky_relu_forward, leaky_relu_backward,
                   {"name": "leaky_relu", "alpha": alpha}, alpha=alpha)

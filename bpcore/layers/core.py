@@ -12,6 +12,7 @@ the first layer of a network skip the one product whose result nobody reads.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -23,7 +24,7 @@ from ..dispatch import Binding
 from ..errors import ArgumentError, SettingError
 from ..init import as_generator
 
-__all__ = ["Layer", "Params", "bind", "sequential"]
+__all__ = ["Layer", "Params", "bind", "positive_int", "sequential"]
 
 #: A layer's parameters (or gradients): ``{"W": ..., "b": ...}``; a sequential
 #: network's are a tuple with one such dict per layer.
@@ -59,6 +60,15 @@ class Layer(NamedTuple):
     #: without making it (the checks compare parameters against it); ``None``
     #: when unknown.
     shapes: Callable[[], Any] | None = None
+
+
+def positive_int(value: Any, what: str) -> int:
+    """``value`` as an ``int`` if it is a positive integer of any integer type
+    (``numpy.int64`` from a shape included; ``bool`` not); else a SettingError
+    that says ``what`` it was meant to be."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise SettingError(f"{what} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def bind(layer: Layer, binding: Binding) -> Layer:

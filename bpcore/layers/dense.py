@@ -10,9 +10,8 @@ import numpy as np
 
 from ..backend import Array, namespace
 from ..dispatch import Binding, Workspace, specializes
-from ..errors import SettingError
 from ..init import as_generator, initializer, zeros
-from .core import Layer, Params
+from .core import Layer, Params, positive_int
 
 __all__ = ["DenseCache", "dense", "dense_backward", "dense_forward"]
 
@@ -136,9 +135,7 @@ def dense(
     >>> tuple(params["W"].shape), tuple(params["b"].shape)
     ((3, 2), (2,))
     """
-    for label, n in (("n_in", n_in), ("n_out", n_out)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise SettingError(f"dense(): {label} must be a positive int, got {n!r}")
+    n_in, n_out = positive_int(n_in, "dense(): n_in"), positive_int(n_out, "dense(): n_out")
     w_init = initializer(init)
 
     def init_params(
