@@ -10,7 +10,9 @@ import nox
 nox.options.sessions = ["tests", "lint"]
 nox.options.default_venv_backend = "venv"
 
-CPU_BACKENDS = ["torch==2.13.0", "jax[cpu]"]
+#: The CPU torch wheel is pinned by .ci/constraints.txt, as in CI.
+CONSTRAINTS = ("-c", ".ci/constraints.txt")
+CPU_BACKENDS = ["torch", "jax[cpu]", *CONSTRAINTS]
 
 
 @nox.session
@@ -18,7 +20,7 @@ def tests(session: nox.Session) -> None:
     """The test suite on every CPU backend (numpy, array_api_strict, torch, jax),
     with MPI for the 2-rank data-parallel tests."""
     session.install(*CPU_BACKENDS)
-    session.install("-e", ".[test,mpi]")
+    session.install("-e", ".[test,mpi]", *CONSTRAINTS)
     session.run("python", "-m", "pytest", *session.posargs)
 
 

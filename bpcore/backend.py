@@ -53,7 +53,8 @@ _INSTALL = {
     "numpy": 'pip install numpy  (a required dependency of bpcore)',
     "cupy": 'pip install "bpcore[cuda]"  (cupy-cuda13x; use cupy-cuda12x for CUDA 12) '
     "and run on a machine with an NVIDIA GPU",
-    "torch": 'pip install "bpcore[torch]"  (torch==2.13.0)',
+    "torch": 'pip install "bpcore[torch]"  (a CPU-only wheel: add --index-url '
+             "https://download.pytorch.org/whl/cpu)",
     "jax": 'pip install "bpcore[jax]"  (jax[cpu])',
     "array_api_strict": "pip install array-api-strict",
 }

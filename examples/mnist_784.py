@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="default data: digits upsampled to 28x28 (3x3 pixel blocks, 2-pixel border)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", default="digits",
                         help="digits (upsampled to 784 pixels) or mnist:DIR")

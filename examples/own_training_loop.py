@@ -33,7 +33,10 @@ def spirals(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--n", type=int, default=600, help="training samples")
     parser.add_argument("--batch", type=int, default=32)

@@ -21,7 +21,10 @@ from bpcore.data import load_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--epochs", type=int, default=2000, help="full-batch steps")
     parser.add_argument("--lr", type=float, default=2.0, help="learning rate")
     parser.add_argument("--seed", type=int, default=1, help="seeds the initial weights")

@@ -22,7 +22,10 @@ from bpcore.layers.dense import dense_backward, dense_forward
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--x", type=float, nargs=2, default=[1.0, 0.5], help="the two inputs")
     parser.add_argument("--w", type=float, nargs=2, default=[0.3, -0.2], help="initial weights")
     parser.add_argument("--b", type=float, default=0.1, help="initial bias")

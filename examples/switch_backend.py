@@ -46,7 +46,10 @@ def train(X: Any, y: Any, *, epochs: int, batch: int, seed: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--backends", nargs="*", default=None,
                         help="backends to run (default: every one installed here)")
     parser.add_argument("--epochs", type=int, default=20)

@@ -18,7 +18,10 @@ import bpcore as bp
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--hidden", type=int, default=4, help="hidden units")
     parser.add_argument("--epochs", type=int, default=300, help="full-batch epochs")
     parser.add_argument("--lr", type=float, default=0.05, help="Adam's learning rate")

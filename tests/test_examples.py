@@ -137,3 +137,4 @@ def test_own_training_loop_trains() -> None:
 def test_every_example_has_help(name: str) -> None:
     out = run_example(name, "--help")
     assert out.startswith("usage:")
+    assert "(default: " in out  # every option shows its default
