@@ -1,4 +1,4 @@
-"""The ``bpcore`` command: ``bpcore train``, ``bpcore bench``, ``bpcore info``.
+"""The ``bpcore`` command: ``bpcore train``, ``bpcore bench``, ``bpcore info``, ``bpcore export``.
 
 Each subcommand lives in ``bpcore/commands/<name>.py`` and provides ``HELP``
 (one line), ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports
@@ -19,7 +19,7 @@ from .errors import BpcoreError
 __all__ = ["COMMANDS", "main"]
 
 #: Subcommands, in the order ``bpcore --help`` lists them; the first is the default.
-COMMANDS = ("train", "info", "bench")
+COMMANDS = ("train", "info", "bench", "export")
 
 
 class Parser(argparse.ArgumentParser):

@@ -483,14 +483,42 @@ class Model:
         already ends in softmax or sigmoid."""
         host = _is_host(X)
         z = self._outputs(X)
-        last = _last_activation(self.net.config)
-        if last in ("softmax", "sigmoid"):
+        kind = self._probabilities()
+        if kind == "identity":
             p = z
-        elif self.net.n_out == 1 or self.loss.targets == "binary":
+        elif kind == "sigmoid":
             p, _ = sigmoid_forward(z, xp=self.xp)
         else:
             p, _ = softmax_forward(z, xp=self.xp)
         return to_numpy(p) if host else p
+
+    def _probabilities(self) -> str:
+        """How :meth:`predict_proba` turns outputs into probabilities: ``identity``
+        (the network ends in softmax or sigmoid), ``sigmoid`` or ``softmax``."""
+        if _last_activation(self.net.config) in ("softmax", "sigmoid"):
+            return "identity"
+        return "sigmoid" if self.net.n_out == 1 or self.loss.targets == "binary" else "softmax"
+
+    def export_onnx(self, path: str | os.PathLike[str], *, overwrite: bool = False,
+                    opset: int | None = None) -> Path:
+        """Write the model as an ONNX file (atomically; an existing file only with
+        ``overwrite``): input ``x`` of raw features ``(batch, n_in)`` in the model's
+        dtype (the feature scaling is folded into the graph), output ``y`` (the
+        network's outputs), and for a classifier ``probabilities`` (as
+        :meth:`predict_proba`) and ``label`` (the index into :attr:`classes_`, as
+        :meth:`predict`). See :mod:`bpcore.onnx_export`; needs the ``onnx`` package."""
+        from .onnx_export import DEFAULT_OPSET, export_onnx
+
+        if self.scaler is None and self.scaling != "none":
+            raise NotFittedError(f"this model scales its inputs ({self.scaling}) with "
+                                 "statistics of the training data: fit(X, y) before exporting")
+        classifier = self.n_classes is not None
+        return export_onnx(
+            self.net, self.params, path, overwrite=overwrite, scaler=self.scaler,
+            probabilities=self._probabilities() if classifier else None,
+            threshold=self._threshold(), classes=self.classes_ if classifier else None,
+            opset=DEFAULT_OPSET if opset is None else opset,
+        )
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write a checkpoint (parameters, optimizer state, architecture, dtype,
