@@ -138,3 +138,12 @@ def test_every_example_has_help(name: str) -> None:
     out = run_example(name, "--help")
     assert out.startswith("usage:")
     assert "(default: " in out  # every option shows its default
+
+
+def test_torch_optim_steps_with_bpcore_gradients() -> None:
+    pytest.importorskip("torch", reason='pip install "bpcore[torch]"')
+    out = run_example("torch_optim.py", "--epochs", "5")
+    losses = [float(v) for v in re.findall(r"loss (\d+\.\d+)", out)]
+    assert len(losses) == 2 and losses[-1] < 0.5 * losses[0]
+    accuracy = float(re.search(r"^test accuracy (\d+\.\d)%$", out, re.M).group(1))  # type: ignore[union-attr]
+    assert accuracy > 90.0
