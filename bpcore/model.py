@@ -51,6 +51,7 @@ from .optim import Optimizer, get_optimizer
 from .progress import epoch_bar, progress_wanted
 from .step import Driver, train_loop
 from .training import GROUP_STEPS, batch_groups, train_epoch
+from .values import integer
 
 __all__ = ["DEFAULT_LR", "RECIPE", "Model", "NotFittedError", "optimizer_from_config"]
 
@@ -105,9 +106,7 @@ def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
 
 def _int(name: str, value: Any, low: int) -> int:
     """An integral number ``>= low`` (any integer type) as an int, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise SettingError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
+    return integer(value, name, low=low)
 
 
 class Model:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from numbers import Real
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -29,6 +28,7 @@ from . import cuda, tree
 from .backend import Array, is_mutable, namespace
 from .dispatch import cupy_kernels_enabled, specialization, specializes
 from .errors import BpcoreError, SettingError
+from .values import real
 
 __all__ = [
     "AdamRule",
@@ -426,21 +426,7 @@ def _zeros_like(params: Any) -> Any:
 
 def _number(name: str, key: str, value: Any, *, below: float | None = None) -> float:
     """A finite real number ``>= 0`` (and ``< below``) as a float, or a clear error."""
-    if isinstance(value, (bool, np.bool_)):
-        raise HyperParameterError(f"{name}: {key} must be a number, got {value!r}")
-    try:
-        if isinstance(value, (str, bytes)):
-            raise TypeError
-        if not isinstance(value, Real) and hasattr(value, "shape"):  # a 0-D array
-            value = np.asarray(value)
-            if value.ndim != 0 or value.dtype.kind not in "iuf":
-                raise TypeError
-            value = value[()]
-        number = float(value)  # any real number type: NumPy scalars, Fraction, Decimal
-    except (TypeError, ValueError):
-        raise HyperParameterError(
-            f"{name}: {key} must be a real number, got {value!r}"
-        ) from None
+    number = real(value, f"{name}: {key}", error=HyperParameterError)
     if not math.isfinite(number) or number < 0 or (below is not None and number >= below):
         bound = f" and < {below:g}" if below is not None else ""
         raise HyperParameterError(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -165,10 +167,25 @@ def test_model_fit_works_or_refuses(spec: dict[str, Any], scaling: str) -> None:
 
 
 def test_leaky_relu_slope_must_be_a_finite_number() -> None:
-    with pytest.raises(bp.SettingError, match=r"alpha must be a finite real number, got 'a'"):
+    with pytest.raises(bp.SettingError, match=r"alpha must be a real number, got 'a'"):
         bp.leaky_relu("a")  # type: ignore[arg-type]
     with pytest.raises(bp.SettingError, match=r"got inf"):
         bp.leaky_relu(float("inf"))
+
+
+@pytest.mark.parametrize("value", [0.01, np.float32(0.01), np.array(0.01), Fraction(1, 100),
+                                   Decimal("0.01")], ids=lambda v: type(v).__name__)
+def test_any_real_number_type_is_a_number(value: Any) -> None:
+    assert bp.leaky_relu(value).config["alpha"] == pytest.approx(0.01)
+    assert bp.adam(lr=value).config["lr"] == pytest.approx(0.01)
+    assert bp.sgd(lr=value, momentum=value).config["momentum"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), np.uint8(3), np.array(3)],
+                         ids=lambda v: type(v).__name__)
+def test_any_integral_type_is_an_int(value: Any) -> None:
+    assert bp.dense(value, 2).shapes() == {"W": (3, 2), "b": (2,)}
+    assert bp.Model([3, 2], batch_size=value).batch_size == 3
 
 
 def test_sizes_from_numpy_shapes_are_welcome() -> None:

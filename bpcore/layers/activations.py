@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -22,6 +21,7 @@ from .. import cuda
 from ..backend import Array, namespace
 from ..dispatch import Binding, Workspace, cupy_kernels_enabled, output, specializes
 from ..errors import SettingError
+from ..values import real
 from .core import Layer, Params
 
 __all__ = [
@@ -401,9 +401,10 @@ def relu() -> Layer:
 
 def leaky_relu(alpha: float = 0.01) -> Layer:
     """Leaky ReLU layer with negative slope ``alpha`` (a finite real number)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
+    slope = real(alpha, "leaky_relu(): alpha")
+    if not math.isfinite(slope):
         raise SettingError(f"leaky_relu(): alpha must be a finite real number, got {alpha!r}")
-    alpha = float(alpha)
+    alpha = slope
     return _layer("leaky_relu", leaky_relu_forward, leaky_relu_backward,
                   {"name": "leaky_relu", "alpha": alpha}, alpha=alpha)
 

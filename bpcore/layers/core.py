@@ -12,7 +12,6 @@ the first layer of a network skip the one product whose result nobody reads.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -23,6 +22,7 @@ from ..backend import Array
 from ..dispatch import Binding
 from ..errors import ArgumentError, SettingError
 from ..init import as_generator
+from ..values import integer
 
 __all__ = ["Layer", "Params", "bind", "positive_int", "sequential"]
 
@@ -64,11 +64,9 @@ class Layer(NamedTuple):
 
 def positive_int(value: Any, what: str) -> int:
     """``value`` as an ``int`` if it is a positive integer of any integer type
-    (``numpy.int64`` from a shape included; ``bool`` not); else a SettingError
+    (``numpy.int64`` from a shape, a 0-D array; ``bool`` not); else a SettingError
     that says ``what`` it was meant to be."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise SettingError(f"{what} must be a positive int, got {value!r}")
-    return int(value)
+    return integer(value, what)
 
 
 def bind(layer: Layer, binding: Binding) -> Layer:
