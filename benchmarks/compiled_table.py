@@ -15,7 +15,7 @@ import argparse
 from collections import defaultdict
 from typing import Any
 
-from bpcore.benchtools.report import entries, load
+from bpcore.benchtools.report import entries, load, warnings
 
 HAND, JIT = "numpy-handwritten", "jax-jit"
 OURS = ("bpcore-numpy-fused", "bpcore-jax-compiled", "bpcore-torch-compiled")
@@ -122,6 +122,8 @@ def main() -> None:
         f"{env.get('load_average_at_start')}, at the end {env.get('load_average')}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v),
         *([args.notes] if args.notes else []),
+        *(["", "## Warnings", ""] + [f"- \u26a0 {w}" for w in warnings(data)]
+          if warnings(data) else []),
         "",
         "Times are the minimum over rounds of one training step; ratios divide a row's time "
         "by the peer's in the same run (< 1 = faster). Compile times are the seconds of the "

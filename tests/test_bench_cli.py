@@ -1,13 +1,18 @@
-"""``bpcore bench`` on a tiny configuration: the table, the JSON, the plot, bad flags.
+"""``bpcore bench`` on a tiny configuration: the table, the JSON, the plot, the
+progress lines, comparing two runs, bad flags.
 
 One run (seed workload, batch 16, float32, bpcore on NumPy and the
 hand-written NumPy step, a few rounds) is shared by the tests of its
-outputs; it takes a few seconds, most of it starting the pytest subprocess.
+outputs, and a second one compares itself with it through pytest-benchmark's
+``--benchmark-compare``; each takes a few seconds, most of it starting the
+pytest subprocess.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,8 +31,13 @@ pytest.importorskip("pytest_benchmark", reason="pip install 'bpcore[bench]'")
 TINY = [
     "bench", "--workloads", "seed", "--sizes", "16", "--dtype", "float32", "--device", "cpu",
     "--backends", "numpy", "--peers", "handwritten",
-    "--max-time", "0.01", "--min-rounds", "2", "--warmup", "0", "--passes", "2",
+    "--max-time", "0.01", "--min-rounds", "2", "--warmup", "0", "--passes", "2", "--threads", "1",
 ]
+TINY_ROWS = {"bpcore-numpy", "bpcore-numpy-functional", "bpcore-numpy-default",
+             "numpy-handwritten"}
+#: pytest-benchmark's warnings (a machine_info that differs from the compared run's) as
+#: errors, as under this repository's ``filterwarnings = error``
+STRICT = dict(os.environ, PYTEST_ADDOPTS="-W error::pytest.PytestWarning")
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +61,37 @@ def test_prints_the_table_with_ratios(tiny_run: dict[str, Any]) -> None:
     assert "vs hand" in out and "samples/s" in out
     lines = {line.split()[0]: line.split() for line in out.splitlines()
              if line.strip().startswith(("bpcore-numpy", "numpy-handwritten"))}
-    assert set(lines) == {"bpcore-numpy", "bpcore-numpy-functional", "bpcore-numpy-default",
-                          "numpy-handwritten"}
+    assert set(lines) == TINY_ROWS
     assert lines["numpy-handwritten"][4] == "1.00x"  # its ratio to itself
     for row in lines.values():
         assert re.fullmatch(r"\d+\.\d\dx", row[4]), row  # a ratio in every row
         assert row[5] == "-"  # no torch-eager row in this run
+        assert row[8] == "-" or row[8] in ("\u26a0", "!"), row  # the noise column: a mark or -
+    header = next(i for i, line in enumerate(out.splitlines()) if "batch 16" in line) + 1
+    assert out.splitlines()[header].split()[-1] == "noise"
+
+
+def test_progress_lines_replace_the_dots(tiny_run: dict[str, Any]) -> None:
+    proc = tiny_run["proc"]
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    # one line per row and pass, counted, with the elapsed time and what is left
+    assert len(progress) == 2 * len(TINY_ROWS), proc.stderr
+    for k, line in enumerate(progress, start=1):
+        m = re.match(r"\[\s*(\d+)/(\d+)\] seed float32 cpu batch 16 (\S+) \(pass (\d)/2\): "
+                     r"(\d+\.\d+ ms|skipped)(?: \(.*\))?; (\d+):(\d\d) elapsed, (.*)$", line)
+        assert m, line
+        assert (int(m[1]), int(m[2])) == (k, len(progress))
+        assert m[3] in TINY_ROWS
+        assert m[8] == ("done" if k == len(progress) else m[8])
+        assert re.fullmatch(r"about \d+:\d\d left", m[8]) or k == len(progress), line
+    assert not re.search(r"^\.+\s*$", proc.stdout, re.MULTILINE), proc.stdout  # no pytest dots
 
 
 def test_json_is_pytest_benchmark_json(tiny_run: dict[str, Any]) -> None:
     data = json.loads(Path(tiny_run["json"]).read_text())
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(data)
     rows = {b["extra_info"]["row"]: b for b in data["benchmarks"]}
-    assert set(rows) == {"bpcore-numpy", "bpcore-numpy-functional", "bpcore-numpy-default",
-                          "numpy-handwritten"}
+    assert set(rows) == TINY_ROWS
     # every row timed in two interleaved passes: A B C A B C
     order = [(b["extra_info"]["pass"], b["extra_info"]["row"]) for b in data["benchmarks"]]
     assert sorted(order) == sorted((p, r) for p in (0, 1) for r in rows)
@@ -78,20 +105,114 @@ def test_json_is_pytest_benchmark_json(tiny_run: dict[str, Any]) -> None:
     assert info["gflop_s"] == pytest.approx(step_flops(WORKLOADS["seed"], 16)
                                             / bench["stats"]["min"] / 1e9)
     assert data["bpcore"]["environment"]["cores"] >= 1
-    # pytest-benchmark's own tool reads it
+    assert data["bpcore"]["environment"]["threads_requested"] == "1"
+    # what changes between runs is out of machine_info (which --benchmark-compare checks)
+    stable = data["machine_info"]["bpcore_environment"]
+    assert stable["cores"] >= 1 and stable["versions"]["numpy"]
+    for volatile in ("date", "load_average", "load_average_at_start", "thread_pools",
+                     "threads_requested"):
+        assert volatile not in stable
+        assert volatile in data["bpcore"]["environment"]
+    assert "hz_actual" not in data["machine_info"].get("cpu", {})
+    assert "cpu_wait_fraction" in info and "load_average" in info  # per row, in extra_info
+    _pytest_benchmark_reads(tiny_run["json"], TINY_ROWS)
+
+
+def _pytest_benchmark_reads(path: Path, rows: set[str]) -> None:
+    """``pytest-benchmark compare PATH`` (its own command line) shows every row."""
     compare = subprocess.run(
-        [sys.executable, "-m", "pytest_benchmark", "compare", str(tiny_run["json"])],
+        [sys.executable, "-m", "pytest_benchmark", "compare", str(path)],
         capture_output=True, text=True, timeout=60,
     )
     assert compare.returncode == 0, compare.stderr
-    assert "bpcore-numpy" in compare.stdout
+    assert "Failed to load" not in compare.stderr, compare.stderr  # (it exits 0 even then)
+    for row in rows:
+        assert f"-{row}-" in compare.stdout, (row, compare.stdout)
 
 
-def test_plot_and_markdown_are_written(tiny_run: dict[str, Any]) -> None:
-    png = Path(tiny_run["png"]).read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
-    md = Path(tiny_run["md"]).read_text()
-    assert "| bpcore-numpy |" in md and "CPU:" in md and "numpy 2" in md
+def test_benchmark_compare_across_runs(tiny_run: dict[str, Any], tmp_path: Path) -> None:
+    """A second run compared with the first through pytest-benchmark's --benchmark-compare,
+    with its warnings as errors: machine_info is the same, so nothing warns. The first
+    run's bpcore-numpy is made 1000x faster in the copy compared with, so --compare-fail
+    finds exactly that row regressed."""
+    first = json.loads(Path(tiny_run["json"]).read_text())
+    baseline = tmp_path / "baseline.json"
+    for bench in first["benchmarks"]:
+        if bench["extra_info"]["row"] == "bpcore-numpy":
+            for key in ("min", "max", "mean", "median"):
+                bench["stats"][key] /= 1000
+    baseline.write_text(json.dumps(first))
+    second = tmp_path / "second.json"
+    rows = ["bpcore-numpy", "numpy-handwritten"]
+    argv = list(TINY)
+    i = argv.index("--backends")
+    del argv[i:i + 4]  # --backends numpy --peers handwritten: name the rows instead
+    proc = subprocess.run(
+        [sys.executable, "-m", "bpcore", *argv, "--rows", ",".join(rows), "--json", str(second),
+         "--compare", str(baseline), "--compare-fail", "min:10000%"],
+        capture_output=True, text=True, timeout=120, env=STRICT,
+    )
+    out = proc.stdout + proc.stderr
+    assert "INTERNALERROR" not in out and "Traceback" not in out, out
+    assert proc.returncode == 1, out  # the regression, and only that
+    assert "bpcore bench: a row regressed beyond --compare-fail" in proc.stderr
+    regressions = proc.stderr.split("Performance has regressed:")[1].split("----")[0]
+    assert "cpu-bpcore-numpy-16-p0" in regressions and "cpu-bpcore-numpy-16-p1" in regressions
+    assert "numpy-handwritten" not in regressions, regressions
+    assert f"compared with {baseline}: 4 of 4 rows in both" in proc.stdout
+    assert "same machine and software (machine_info identical)" in proc.stdout
+    # pytest-benchmark's own comparison table: each row now and from the first run
+    for row in rows:
+        for p in (0, 1):
+            name = f"test_train_step[seed-float32-cpu-{row}-16-p{p}]"
+            assert f"{name} (NOW)" in proc.stdout, proc.stdout
+            assert re.search(re.escape(name) + r" \(\S*baseline\)", proc.stdout), proc.stdout
+    now = json.loads(second.read_text())  # written, regression or not
+    assert json.dumps(first["machine_info"], sort_keys=True) == \
+        json.dumps(now["machine_info"], sort_keys=True)
+    assert {b["extra_info"]["row"] for b in now["benchmarks"]} == set(rows)
+
+
+def _script(name: str) -> Any:
+    """A script of the repository's benchmarks/ folder, imported as a module."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    if not path.is_file():
+        pytest.skip("benchmarks/ is not here (an installed copy without the clone)")
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compiled_run_json_is_pytest_benchmark_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/compiled_interleaved.py's JSON: pytest-benchmark compare reads it, and so
+    do compiled_table.py and the report (a tiny run: two rows, two rounds, in-process)."""
+    out = tmp_path / "compiled.json"
+    rows = {"numpy-handwritten", "bpcore-numpy-fused"}
+    monkeypatch.setattr(sys, "argv", [
+        "compiled_interleaved.py", "--json", str(out), "--workloads", "seed", "--sizes", "16",
+        "--rows", ",".join(sorted(rows)), "--rounds", "2", "--calls", "2", "--warmup", "0"])
+    _script("compiled_interleaved").main()
+    data = json.loads(out.read_text())
+    assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(data)
+    assert "hz_actual" not in data["machine_info"].get("cpu", {})
+    assert "date" not in data["machine_info"]["bpcore_environment"]
+    for bench in data["benchmarks"]:
+        stats = bench["stats"]
+        assert {"min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "rounds",
+                "iterations", "ops"} <= set(stats)
+        assert stats["rounds"] == 4 and len(stats["data"]) == 4  # 2 rounds x 2 calls
+        assert stats["min"] == min(stats["data"]) <= stats["median"] <= stats["max"]
+        assert bench["extra_info"]["samples_per_s"] == pytest.approx(16 / stats["min"])
+    _pytest_benchmark_reads(out, rows)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["compiled_table.py", str(out)])
+    _script("compiled_table").main()
+    assert "bpcore[numpy, fused] <= 1.0x hand-written NumPy: " in capsys.readouterr().out
+    assert {e["row"] for e in report.entries(data)} == rows
 
 
 @pytest.mark.parametrize(
@@ -106,6 +227,9 @@ def test_plot_and_markdown_are_written(tiny_run: dict[str, Any]) -> None:
         (["--max-time", "soon"], "--max-time"),
         (["--threads", "two"], "--threads"),
         (["--passes", "0"], "--passes"),
+        (["--rows", "bpcore-tensorflow"], "--rows"),
+        (["--compare", "no-such-run.json"], "--compare"),
+        (["--compare-fail", "min:5%"], "--compare-fail"),
         (["--bogus"], "--bogus"),
         (["--sizes"], "--sizes"),  # argparse: expected one argument
     ],

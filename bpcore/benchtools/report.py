@@ -6,22 +6,58 @@ same run, in the same table (same workload, dtype, device and batch size).
 A row's time is the minimum over its rounds and over the table's interleaved
 passes, the least disturbed estimate on a shared machine; its fraction of the
 GEMM floor is the floor's time (same minimum) divided by the row's.
+
+A ratio is only as good as the two times in it. :func:`noise` marks a row
+whose time is unreliable (its rounds spread widely, its passes disagree, the
+thread running it waited for a CPU, it beats its own GEMM floor, or it is absurdly far
+from the reference on its own library), and :func:`warnings` adds the
+machine's load; the tables show the marks in their ``noise`` column.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "Entry", "entries", "format_skipped", "format_table", "load", "markdown", "pass_entries",
-    "plot", "tables",
+    "Entry", "NoiseLimits", "entries", "format_skipped", "format_table", "load",
+    "load_warnings", "markdown", "noise", "pass_entries", "plot", "stats_layout", "tables",
+    "warnings",
 ]
 
 HANDWRITTEN = "numpy-handwritten"
 TORCH_EAGER = "torch-eager"
+
+
+class NoiseLimits:
+    """Beyond these, a row's time, and every ratio it is part of, is marked unreliable."""
+
+    #: IQR / median of the rounds of the row's best pass (a quiet machine: a few %)
+    spread = 0.25
+    #: slowest pass's minimum / fastest pass's minimum
+    passes = 1.5
+    #: share of the timed span the thread running the step was runnable but waiting for
+    #: a CPU (other work on the machine)
+    cpu_wait = 0.25
+    #: GEMM floor's time / the row's, for a row on the floor's own library: the floor is
+    #: only the step's matrix products, so such a row cannot be faster (beyond rounding
+    #: and cache effects). (JAX rows are measured against the NumPy floor and may beat
+    #: it: XLA has its own GEMM.)
+    floor = 1.10
+    #: a row's time / its own library's reference step (the hand-written NumPy step for
+    #: NumPy rows, PyTorch eager for torch rows), either way: the same arithmetic on the
+    #: same library is not 10x apart
+    same_library = 10.0
+    #: other work's load average per core, at the start or the end of the run
+    load_per_core = 0.5
+
+
+#: The reference step of each library (same-library ratios).
+_REFERENCE = {"numpy": (HANDWRITTEN, "vs_handwritten"), "torch": (TORCH_EAGER, "vs_torch_eager")}
 
 
 class Entry(dict[str, Any]):
@@ -47,9 +83,12 @@ def pass_entries(data: dict[str, Any]) -> list[Entry]:
         e = Entry(info)
         e.update({k: params.get(k, info.get(k)) for k in ("workload", "dtype", "device", "row")})
         e["batch"] = int(params.get("size", info.get("batch", 0)))
-        e["seconds"] = float(bench["stats"]["min"])
-        e["median_seconds"] = float(bench["stats"]["median"])
-        e["rounds"] = int(bench["stats"]["rounds"])
+        stats = bench["stats"]
+        e["seconds"] = float(stats["min"])
+        e["median_seconds"] = float(stats["median"])
+        e["rounds"] = int(stats["rounds"])
+        e["pass_rounds"] = e["rounds"]
+        e["iqr_seconds"] = None if stats.get("iqr") is None else float(stats["iqr"])
         out.append(e)
     return out
 
@@ -58,7 +97,9 @@ def entries(data: dict[str, Any]) -> list[Entry]:
     """One entry per row of each table: the best of its passes.
 
     ``seconds`` is the minimum over all rounds of all passes, ``rounds`` their
-    total, ``passes`` how many; ``samples_per_s``, ``gflop_s`` and
+    total, ``passes`` how many, ``pass_seconds`` each pass's minimum and
+    ``cpu_wait_fraction`` the largest of the passes'; ``median_seconds``,
+    ``iqr_seconds`` and ``pass_rounds`` are the best pass's; ``samples_per_s``, ``gflop_s`` and
     ``gemm_floor_fraction`` are recomputed from ``seconds``.
     """
     best: dict[tuple[Any, ...], Entry] = {}
@@ -67,11 +108,16 @@ def entries(data: dict[str, Any]) -> list[Entry]:
         old = best.get(key)
         if old is None:
             e["passes"] = 1
+            e["pass_seconds"] = [e["seconds"]]
             best[key] = e
             continue
         keep = e if e["seconds"] < old["seconds"] else old
         keep["passes"] = old["passes"] + 1
         keep["rounds"] = e["rounds"] + old["rounds"]
+        keep["pass_seconds"] = [*old["pass_seconds"], e["seconds"]]
+        waits = [x for x in (e.get("cpu_wait_fraction"), old.get("cpu_wait_fraction"))
+                 if x is not None]
+        keep["cpu_wait_fraction"] = max(waits) if waits else None
         best[key] = keep
     for e in best.values():
         e["samples_per_s"] = e["batch"] / e["seconds"]
@@ -96,8 +142,112 @@ def tables(data: dict[str, Any]) -> dict[tuple[str, str, str, int], list[Entry]]
         for e in rows:
             for name, field in ((HANDWRITTEN, "vs_handwritten"), (TORCH_EAGER, "vs_torch_eager")):
                 e[field] = e["seconds"] / ref[name] if name in ref else None
+        for e in rows:
+            e["noise"] = noise(e)
         result[key] = rows
     return result
+
+
+def noise(e: Entry, limits: type[NoiseLimits] = NoiseLimits) -> list[str]:
+    """Why the time of the row ``e`` (an entry of :func:`tables`) is unreliable, if it is.
+
+    Each reason names what was seen: ``"spread 41%"`` (IQR over median of its
+    best pass), ``"passes 1.8x"`` (its passes' minima that far apart),
+    ``"cpu wait 23%"`` (the thread running it waited for a CPU that share of
+    the timed span), ``"beats floor 203x"`` (the GEMM floor of its own library took that
+    multiple of the whole step: one of the two was disturbed), ``"172x hand"`` /
+    ``"0.05x torch"`` (that far from its own library's reference step). An
+    empty list when none applies.
+    """
+    reasons = []
+    median, iqr = e.get("median_seconds"), e.get("iqr_seconds")
+    rounds = e.get("pass_rounds", e.get("rounds", 0))
+    if median and iqr is not None and rounds >= 3 and iqr / median > limits.spread:
+        reasons.append(f"spread {100 * iqr / median:.0f}%")
+    passes = e.get("pass_seconds") or []
+    if len(passes) > 1 and min(passes) > 0 and max(passes) / min(passes) > limits.passes:
+        reasons.append(f"passes {max(passes) / min(passes):.1f}x")
+    wait = e.get("cpu_wait_fraction")
+    if wait is not None and wait > limits.cpu_wait:
+        reasons.append(f"cpu wait {100 * wait:.0f}%")
+    floor = e.get("gemm_floor_fraction")
+    same_floor = str(e.get("gemm_floor", "")).removeprefix("gemm-floor-") == e.get("backend")
+    if e.get("kind") != "floor" and same_floor and floor is not None and floor > limits.floor:
+        reasons.append(f"beats floor {floor:.0f}x" if floor >= 2 else f"beats floor {floor:.2f}x")
+    reference = _REFERENCE.get(str(e.get("backend")))
+    if reference is not None and e.get("kind") != "floor" and e["row"] != reference[0]:
+        ratio = e.get(reference[1])
+        if ratio is not None and not 1 / limits.same_library <= ratio <= limits.same_library:
+            short = "hand" if reference[0] == HANDWRITTEN else "torch"
+            reasons.append(f"{ratio:.0f}x {short}" if ratio >= 2 else f"{ratio:.2f}x {short}")
+    return reasons
+
+
+def load_warnings(env: dict[str, Any], limits: type[NoiseLimits] = NoiseLimits) -> list[str]:
+    """A warning when other work loaded the machine at the start or the end of the run.
+
+    The 1-minute load average at the start counts other work only; at the end
+    it also counts the benchmark's own threads (``threads_requested``, else
+    one per core), which are taken off. Warns when what is left exceeds
+    ``limits.load_per_core`` per core.
+    """
+    cores = env.get("cores") or 1
+    start, end = env.get("load_average_at_start"), env.get("load_average")
+    try:
+        own = min(int(env.get("threads_requested") or cores), cores)
+    except (TypeError, ValueError):
+        own = cores
+    out = []
+    for when, load, mine in (("start", start, 0), ("end", end, own)):
+        if not load:
+            continue
+        other = float(load[0]) - mine
+        if other > limits.load_per_core * cores:
+            out.append(
+                f"the machine was busy at the {when} of the run: 1-minute load average "
+                f"{float(load[0]):.2f} on {cores} cores"
+                + (f" (about {other:.1f} beyond this run's {mine} thread"
+                   f"{'s' if mine != 1 else ''})" if mine else "")
+                + "; rows timed while other work ran may have stalled, so their times and "
+                "ratios are unreliable. Rerun on a quiet machine (with --threads 1 and more "
+                "--passes if it stays shared)"
+            )
+    return out
+
+
+def warnings(data: dict[str, Any]) -> list[str]:
+    """Everything that makes this run's ratios unreliable: the machine's load, and how
+    many rows :func:`noise` marks (each is marked in the tables)."""
+    env = data.get("bpcore", {}).get("environment") or \
+        data.get("machine_info", {}).get("bpcore_environment", {})
+    out = load_warnings(env)
+    rows = [e for table in tables(data).values() for e in table]
+    marked = [e for e in rows if e.get("noise")]
+    if marked:
+        shown = ", ".join(f"{e['row']} ({e['workload']} {e['dtype']} {e['device']} "
+                          f"batch {e['batch']}: {', '.join(e['noise'])})" for e in marked[:3])
+        more = f" and {len(marked) - 3} more" if len(marked) > 3 else ""
+        out.append(f"{len(marked)} of {len(rows)} rows have unreliable times, and so has any "
+                   f"ratio they are part of: {shown}{more}")
+    return out
+
+
+def stats_layout(times: Sequence[float]) -> dict[str, Any]:
+    """pytest-benchmark's ``stats`` of one benchmark from its round times in seconds
+    (``min``, ``max``, ``mean``, ``stddev``, ``median``, ``iqr``, ``q1``, ``q3``,
+    ``rounds``, ``iterations``, ``ops``, ...), as ``pytest-benchmark compare`` reads
+    them; computed by pytest-benchmark's own :class:`~pytest_benchmark.stats.Stats`."""
+    if not times:
+        raise ValueError("stats_layout: no times")
+    from pytest_benchmark.stats import Stats
+
+    st = Stats()
+    for t in times:
+        st.update(float(t))
+    out: dict[str, Any] = st.as_dict()
+    out["iterations"] = 1
+    out["data"] = [float(t) for t in times]
+    return out
 
 
 def _fmt_ratio(x: float | None) -> str:
@@ -112,7 +262,21 @@ def _fmt_fraction(x: Any) -> str:
     return "-" if x is None else f"{100 * float(x):.0f}%"
 
 
-def _cells(e: Entry) -> list[str]:
+def _mark() -> str:
+    """The noise column's mark: a warning sign where the output can show it."""
+    try:
+        "\u26a0".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "!"
+    return "\u26a0"
+
+
+def _fmt_noise(e: Entry, mark: str) -> str:
+    reasons = e.get("noise") or []
+    return f"{mark} " + ", ".join(reasons) if reasons else "-"
+
+
+def _cells(e: Entry, mark: str = "\u26a0") -> list[str]:
     return [
         e["row"],
         f"{e['seconds'] * 1e3:.3f}",
@@ -122,10 +286,21 @@ def _cells(e: Entry) -> list[str]:
         _fmt_ratio(e.get("vs_torch_eager")),
         _fmt_fraction(e.get("gemm_floor_fraction")),
         "-" if e.get("compile_s") is None else f"{float(e['compile_s']):.2f}",
+        _fmt_noise(e, mark),
     ]
 
 
-HEADER = ["row", "ms/step", "samples/s", "GFLOP/s", "vs hand", "vs torch", "floor", "compile s"]
+HEADER = ["row", "ms/step", "samples/s", "GFLOP/s", "vs hand", "vs torch", "floor", "compile s",
+          "noise"]
+
+_L = NoiseLimits
+NOISE_NOTE = (
+    "'noise' marks a row whose time is unreliable, and with it every ratio it is part of: "
+    f"its rounds spread (IQR/median > {_L.spread:.0%}), its passes disagree (> {_L.passes}x), "
+    f"its thread waited for a CPU (> {_L.cpu_wait:.0%} of the time), it beats its GEMM floor, "
+    f"or it is over {_L.same_library:.0f}x from its own library's reference step; rerun such "
+    "rows on a quiet machine."
+)
 
 
 def format_table(data: dict[str, Any]) -> str:
@@ -139,19 +314,24 @@ def format_table(data: dict[str, Any]) -> str:
         "'compile s' is what a compiled row spent compiling, apart from its ms/step.",
     ]
     preamble = len(lines)
+    mark, marked = _mark(), False
     for (workload, dtype, device, batch), rows in tables(data).items():
         name = rows[0].get("device_name", device)
         lines.append("")
         lines.append(f"{workload}  {dtype}  {device} ({name})  batch {batch}")
-        cells = [HEADER] + [_cells(e) for e in rows]
+        cells = [HEADER] + [_cells(e, mark) for e in rows]
+        marked = marked or any(e.get("noise") for e in rows)
         widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
         for c in cells:
-            lines.append("  " + "  ".join(
-                c[i].ljust(widths[i]) if i == 0 else c[i].rjust(widths[i]) for i in range(len(c))
-            ))
+            lines.append(("  " + "  ".join(
+                c[i].ljust(widths[i]) if i in (0, len(c) - 1) else c[i].rjust(widths[i])
+                for i in range(len(c))
+            )).rstrip())
     if len(lines) == preamble:
         lines.append("")
         lines.append("(no rows ran)")
+    if marked:
+        lines += ["", f"{mark} {NOISE_NOTE}"]
     return "\n".join(lines)
 
 
@@ -192,13 +372,16 @@ def markdown(data: dict[str, Any], skipped: list[dict[str, Any]] | None = None,
         out.append(f"- torch threads: {env['torch_threads']}")
     if notes:
         out += ["", notes.strip()]
+    alerts = warnings(data)
+    if alerts:
+        out += ["", "## Warnings", ""] + [f"- \u26a0 {w}" for w in alerts]
     out += [
         "",
         "Times are the minimum over all rounds of all passes (the rows of a table are timed in "
         "interleaved passes); `vs hand` and `vs torch` divide this row's time by "
         "the hand-written NumPy step's and PyTorch eager's in the same run (< 1 = faster); "
         "`floor` is the GEMM floor's time divided by this row's; `compile s` is what a "
-        "compiled row spent compiling, apart from its ms/step.",
+        "compiled row spent compiling, apart from its ms/step. " + NOISE_NOTE.replace("'", "`"),
     ]
     for (workload, dtype, device, batch), rows in tables(data).items():
         out += ["", f"### {workload} {dtype} {device}, batch {batch}", ""]

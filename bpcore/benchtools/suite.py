@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from .plugin import floor_time, record_floor, runner_cache
+from .environment import load_average, run_queue_wait
+from .plugin import floor_time, record_floor, record_result, runner_cache
 from .rows import ROWS, Unavailable, build
 from .workloads import WORKLOADS, step_flops
 
@@ -61,7 +62,12 @@ def test_train_step(
         return  # (skip raises)
     seconds = float(config.getoption("--bp-warmup"))
     warm_up(runner.step, seconds, calls=2 if bench_pass == 0 else 1)
+    wait0, wall0 = run_queue_wait(), time.perf_counter()
     benchmark(runner.step)
+    wait1, wall = run_queue_wait(), time.perf_counter() - wall0
+    # the share of the timed span the thread running the step spent runnable but off the CPU
+    # (other work on the machine); the report marks rows where it is large
+    wait = None if wait0 is None or wait1 is None or wall <= 0 else (wait1 - wait0) / wall
     flops = step_flops(work, size)
     info = benchmark.extra_info
     info.update(runner.extra)
@@ -77,11 +83,14 @@ def test_train_step(
         "pass": bench_pass,
         "step_flops": flops,
         "statistic": "min",
+        "cpu_wait_fraction": None if wait is None else round(wait, 4),
+        "load_average": load_average(),
     })
     stats = getattr(benchmark, "stats", None)
     if stats is None:  # --benchmark-disable
         return
     seconds = float(stats.stats.min)
+    record_result(config, request.node.nodeid, {"seconds": seconds, "cpu_wait_fraction": wait})
     info["samples_per_s"] = size / seconds
     info["gflop_s"] = flops / seconds / 1e9
     if spec.kind == "floor":
