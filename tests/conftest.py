@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+
+# scikit-learn's array-API checks (tests/test_sklearn.py) need SciPy's array-API
+# mode, which SciPy reads once, at its first import: set it before anything imports it.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 from collections.abc import Iterator
 from types import ModuleType
 
