@@ -87,6 +87,7 @@ from .backend import SUPPORTED_DTYPES, get_backend, resolve_dtype, to_backend, t
 from .data.prep import SCALERS, Scaler
 from .errors import BpcoreError, CheckpointError, CheckpointExistsError, CheckpointNotFoundError
 from .layers import ACTIVATIONS, Layer, from_config
+from .step import TrainState
 
 __all__ = [
     "DIGEST_KEY",
@@ -191,6 +192,8 @@ class _Net(NamedTuple):
     n_out: int | None
     #: whether the width after it is unknown (a layer kind this bpcore cannot see through)
     opaque: bool = False
+    #: whether every layer kind in it is one this bpcore knows
+    known: bool = True
 
 
 def _fail(p: Path, field: str, msg: str) -> CheckpointError:
@@ -983,7 +986,13 @@ def _check_header(header: Any, p: Path, *, saving: bool = False) -> _Plan:
     params = _plan(structure["params"], _ROOTS["params"], dtype, specs, p, opt=False)
     opt_state = _plan(structure["opt_state"], _ROOTS["opt_state"], dtype, specs, p, opt=True)
     net = _check_arch(header["model_config"], params, p)
-    _check_opt(header["optimizer_config"], opt_state, params, p)
+    if isinstance(opt_state, TrainState):  # a network with layer state: its TrainState
+        _check_train_state(header["model_config"], opt_state, p)
+        _check_ints(opt_state, _ROOTS["opt_state"], p)
+        _check_opt(header["optimizer_config"], opt_state.opt, params, p,
+                   key=f"{_ROOTS['opt_state']}/opt")
+    else:
+        _check_opt(header["optimizer_config"], opt_state, params, p)
     _check_meta(header["meta"], header["model_config"], net, p)
     return _Plan(header, params, opt_state, specs)
 
@@ -1003,7 +1012,7 @@ def _state_classes() -> dict[str, Any]:
         name: cls for name, cls in vars(optim).items()
         if name.endswith("State") and isinstance(cls, type) and issubclass(cls, tuple)
         and hasattr(cls, "_fields")
-    }
+    } | {"TrainState": TrainState}
 
 
 def _plan(node: Any, key: str, dtype: str, specs: dict[str, _Spec], p: Path, *,
@@ -1093,6 +1102,12 @@ def _dense_params(layer: Layer) -> dict[str, tuple[int, ...]]:
     return {"W": (n_in, n_out), "b": (n_out,)}
 
 
+def _own_params(layer: Layer) -> dict[str, tuple[int, ...]]:
+    """The shapes the rebuilt layer says it makes (``Layer.shapes``)."""
+    assert layer.shapes is not None
+    return {k: tuple(v) for k, v in layer.shapes().items()}
+
+
 def _no_params(layer: Layer) -> dict[str, tuple[int, ...]]:
     return {}
 
@@ -1103,6 +1118,11 @@ def _no_params(layer: Layer) -> dict[str, tuple[int, ...]]:
 _LAYER_PARAMS: dict[str, Callable[[Layer], dict[str, tuple[int, ...]]]] = {
     "dense": _dense_params,
     **dict.fromkeys(ACTIVATIONS, _no_params),
+    **dict.fromkeys(("conv1d", "conv2d", "layer_norm", "batch_norm", "embedding"),
+                    _own_params),
+    "dropout": _no_params,
+    **dict.fromkeys(("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "flatten",
+                     "reshape"), _no_params),
 }
 
 
@@ -1142,8 +1162,13 @@ def _check_layer(config: Any, params: Any, label: str, p: Path) -> _Net:
         in_known = True  # no layer of unknown width before the first n_in
         width: int | None = None  # None and width_known: the input's width
         width_known = True
+        reshaped = False  # a layer the width bookkeeping cannot see through
+        known = True
         for i, (layer, group) in enumerate(zip(layers, params, strict=True)):
-            net = _check_layer(layer, group, f"layer {i}", p)
+            sub = f"layer {i}" if label == "the layer" else f"{label}, layer {i}"
+            net = _check_layer(layer, group, sub, p)
+            reshaped = reshaped or net.opaque
+            known = known and net.known
             if net.n_in is not None and width is not None and net.n_in != width:
                 raise _fail(p, "model_config", f"layer {i} takes {net.n_in} features but the "
                             f"layer before it gives {width}")
@@ -1156,11 +1181,19 @@ def _check_layer(config: Any, params: Any, label: str, p: Path) -> _Net:
                 width, width_known = net.n_out, True
             elif net.opaque:
                 width, width_known = None, False
+        if reshaped and known:  # layers that change the shape of a sample:
+            try:  # the network's own shape inference, as it runs when it is built
+                from_config(config)
+            except (ValueError, TypeError, OverflowError, BpcoreError) as exc:
+                raise _fail(p, "model_config", f"{label} is not a valid network ({exc})") \
+                    from None
         return _Net(n_in if in_known else None, width if width_known else None,
-                    not width_known)
+                    not width_known, known)
+    if name in ("residual", "parallel"):
+        return _check_composite(config, params, label, p)
     shapes_of = _LAYER_PARAMS.get(name)
     if shapes_of is None:
-        return _Net(None, None, True)  # a kind this bpcore does not know: checked generically
+        return _Net(None, None, True, False)  # a kind this bpcore does not know: generically
     init = config.get("init", "glorot_uniform")
     if not isinstance(init, str):
         raise _fail(p, "model_config", f"{label}'s init must be a name, got {_show(init)}")
@@ -1186,7 +1219,37 @@ def _check_layer(config: Any, params: Any, label: str, p: Path) -> _Net:
             raise CheckpointError(
                 f"{p}: {title}: {k} has shape {shown} but the architecture needs {shape}"
             )
-    return _Net(layer.n_in, layer.n_out, False)
+    # a layer that changes the shape of a sample (a convolution, pooling, flatten) is
+    # opaque to the width bookkeeping here; the whole network's inference checks it
+    return _Net(layer.n_in, layer.n_out, layer.out_shape is not None)
+
+
+def _check_composite(config: dict[str, Any], params: Any, label: str, p: Path) -> _Net:
+    """A residual block (its block's parameters) or parallel branches (a tuple, one
+    group per branch): each part checked, then the whole by its own shape inference."""
+    if config["name"] == "residual":
+        if set(config) != {"name", "layer"}:
+            raise _fail(p, "model_config", f"{label} is a residual without its block")
+        nets = [_check_layer(config["layer"], params, f"{label}'s block", p)]
+    else:
+        branches = config.get("layers")
+        if set(config) != {"name", "combine", "layers"} or not isinstance(branches, list) \
+                or len(branches) < 2:
+            raise _fail(p, "model_config", f"{label} is a parallel without its branches")
+        if not isinstance(params, tuple) or len(params) != len(branches):
+            raise CheckpointError(
+                f"{p}: {label} has {len(branches)} branches but its parameters are not a tuple "
+                f"of {len(branches)} groups; corrupt file")
+        nets = [_check_layer(c, g, f"{label} branch {i}", p)
+                for i, (c, g) in enumerate(zip(branches, params))]
+    known = all(n.known for n in nets)
+    if known:
+        try:
+            from_config(config)
+        except (ValueError, TypeError, OverflowError, BpcoreError) as exc:
+            raise _fail(p, "model_config", f"{label} is not a valid {config['name']} ({exc})") \
+                from None
+    return _Net(None, None, True, known)
 
 
 def _finite_numbers(value: Any) -> bool:
@@ -1202,7 +1265,58 @@ def _finite_numbers(value: Any) -> bool:
     return True
 
 
-def _check_opt(config: dict[str, Any], opt_state: Any, params: Any, p: Path) -> None:
+def _check_train_state(config: dict[str, Any], state: TrainState, p: Path) -> None:
+    """A TrainState's counters are 0-D integers and its layer state has the
+    structure and shapes the architecture's ``init_state`` makes (where every
+    layer kind is known)."""
+    for name in ("step", "seed"):
+        v = getattr(state, name)
+        if not ((isinstance(v, _Spec) and v.dtype in _INT_DTYPES and not v.shape) or (
+                isinstance(v, int) and not isinstance(v, bool))):
+            raise _fail(p, f"opt_state.{name}", f"must be an int (or a 0-D integer array), got "
+                        f"{_show(v)}")
+    try:
+        net = from_config(config)
+    except (ValueError, TypeError, OverflowError, BpcoreError):
+        return  # unknown kinds: checked generically
+    want = {} if net.init_state is None else net.init_state(
+        xp=_numpy_namespace(), dtype="float64", device="cpu")
+    have = {path: spec.shape for path, spec in _specs(state.layers)}
+    need = {path: tuple(a.shape) for path, a in tree_paths(want)}
+    if have != need or _structure(state.layers) != _structure(want):
+        raise _fail(p, "opt_state.layers", "does not have the structure and shapes of the "
+                    f"network's layer state ({sorted(need) or 'no arrays'}); corrupt file")
+
+
+def _numpy_namespace() -> Any:
+    import array_api_compat.numpy as xp
+
+    return xp
+
+
+def _structure(node: Any) -> Any:
+    """A tree with its leaves dropped: how dicts, tuples and lists nest."""
+    if isinstance(node, dict):
+        return {k: _structure(v) for k, v in node.items()}
+    if isinstance(node, (tuple, list)):
+        return [_structure(v) for v in node]
+    return None
+
+
+def tree_paths(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(path, array)`` of a tree of NumPy arrays, with :func:`_specs`' paths."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from tree_paths(v, f"{prefix}/{k}")
+    elif isinstance(node, (tuple, list)):
+        for i, v in enumerate(node):
+            yield from tree_paths(v, f"{prefix}/{i}")
+    elif node is not None:
+        yield prefix, node
+
+
+def _check_opt(config: dict[str, Any], opt_state: Any, params: Any, p: Path, *,
+               key: str = _ROOTS["opt_state"]) -> None:
     """The optimizer's config builds it, its state is the one it keeps, mirroring the
     parameters' shapes; step counts are >= 0."""
     name = config.get("name")
@@ -1224,8 +1338,8 @@ def _check_opt(config: dict[str, Any], opt_state: Any, params: Any, p: Path) -> 
             raise _fail(p, "optimizer_config", f"does not build the {name} optimizer "
                         f"({exc})") from None
         stubs = _fill(params, lambda spec: np.zeros((), dtype=spec.dtype))  # no memory
-        _match_state(opt.init(stubs), opt_state, _ROOTS["opt_state"], name, p)
-    _check_ints(opt_state, _ROOTS["opt_state"], p)
+        _match_state(opt.init(stubs), opt_state, key, name, p)
+    _check_ints(opt_state, key, p)
     if not is_state:
         return
     want = dict(_specs(params))

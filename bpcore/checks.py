@@ -29,6 +29,7 @@ from .errors import (
 __all__ = [
     "WeightError",
     "check_features",
+    "check_finite",
     "check_params",
     "check_state",
     "check_targets",
@@ -141,14 +142,29 @@ def _check_shapes(params: Any, want: Any, model: Any, where: str = "") -> None:
                 )
 
 
-def check_state(state: Any, optimizer: Any, params: Any) -> None:
+_TRAIN_STATE = ("opt", "layers", "step", "seed")  # bpcore.step.TrainState's fields
+
+
+def check_state(state: Any, optimizer: Any, params: Any, *, model: Any = None) -> None:
     """The optimizer state matches the optimizer (its kind) and the parameters
-    (structure, shapes, backend, dtype). Touches no data.
+    (structure, shapes, backend, dtype); for a network with layer state
+    (``model.init_state``) the state is a ``TrainState`` whose counters are
+    integers and whose layer state is of the parameters' backend and dtype.
+    Touches no data.
 
     Raises
     ------
     ArgumentError, ShapeError, DTypeError, BackendMismatchError
     """
+    if getattr(state, "_fields", None) == _TRAIN_STATE:
+        _check_train_state(state, params)
+        state = state.opt
+    elif getattr(model, "init_state", None) is not None:
+        raise ArgumentError(
+            "this network keeps layer state or depends on the mode (batch_norm, dropout): its "
+            f"step takes the state made by bp.train_state(net, opt, params), not a "
+            f"{type(state).__name__}"
+        )
     rule = getattr(optimizer, "rule", None)
     if rule is None:
         return
@@ -185,15 +201,56 @@ def check_state(state: Any, optimizer: Any, params: Any) -> None:
             )
 
 
-def check_features(x: Array, ref: Array, n_in: int | None, *, finite: bool = True) -> None:
+def _check_train_state(state: Any, params: Any) -> None:
+    fix = "create it with bp.train_state(net, opt, params)"
+    for name in ("step", "seed"):
+        v = getattr(state, name)
+        integral = (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or (
+            tree.is_array(v) and getattr(v, "shape", None) == ()
+            and namespace(v).isdtype(v.dtype, "integral"))
+        if not integral:
+            raise ArgumentError(f"the training state's {name} must be an int (a 0-D integer "
+                                f"array), got {v!r}"[:200] + f"; {fix}")
+    ref = tree.first_array(params)
+    for path, a in tree.paths(state.layers):
+        if tree.is_array(a) and (type(a) is not type(ref) or a.dtype != ref.dtype):
+            raise DTypeError(f"layer state {path} is not of the parameters' backend and dtype; "
+                             f"{fix} (or move it with bp.to_backend)")
+
+
+def check_features(
+    x: Array, ref: Array, n_in: int | None, *, finite: bool = True, model: Any = None
+) -> None:
     """Check a batch of inputs against the parameters it will meet.
+
+    Without ``model`` (or for a network of flat inputs) ``x`` must be
+    ``(batch, n_in)``. Given the network, ``x`` is ``(batch, *sample)`` with
+    ``sample`` the per-sample shape its first layer takes (its ``in_shape``,
+    e.g. ``(1, 40)`` for a convolution), and the shape is run through the
+    network's shape inference (its ``out_shape``), so that a batch any layer
+    cannot take is refused here, naming that layer.
 
     Raises
     ------
     BackendMismatchError, ShapeError, DTypeError, NonFiniteError
     """
     xp = _same_backend("x", x, ref)
-    if x.ndim != 2:
+    n_index = getattr(model, "n_index", None)
+    if n_index is not None:  # integer indices (an embedding first)
+        _check_indices(x, n_index, model, xp)
+        return
+    sample = _sample_shape(model)
+    if sample is not None and len(sample) > 1:
+        if x.ndim != len(sample) + 1:
+            axes = ", ".join("?" if n is None else str(n) for n in sample)
+            hint = ("for one sample use x[None, ...]" if x.ndim == len(sample) else
+                    "give each sample that shape (channels first), e.g. with "
+                    "xp.reshape, or begin the network with bp.reshape(...)")
+            raise ShapeError(
+                f"x must be {len(sample) + 1}-D (batch, {axes}) for this network, got shape "
+                f"{tuple(x.shape)}; {hint}"
+            )
+    elif x.ndim != 2 and (sample is not None or model is None or x.ndim < 2):
         hint = (
             "for one sample use x[None, :]" if x.ndim == 1
             else "flatten each sample, e.g. xp.reshape(x, (x.shape[0], -1))"
@@ -203,11 +260,18 @@ def check_features(x: Array, ref: Array, n_in: int | None, *, finite: bool = Tru
         )
     if x.shape[0] == 0:
         raise ShapeError("x is an empty batch (0 samples); pass at least one sample")
-    if n_in is not None and x.shape[1] != n_in:
+    if n_in is not None and x.ndim == 2 and x.shape[1] != n_in:
         raise ShapeError(
             f"x has {x.shape[1]} features but the network's first layer takes {n_in}; "
             f"build the network with {x.shape[1]} inputs or fix the data"
         )
+    infer = getattr(model, "out_shape", None)
+    if infer is not None:
+        try:
+            infer(tuple(int(n) for n in x.shape[1:]))
+        except ShapeError as exc:
+            raise ShapeError(f"x of shape {tuple(x.shape)} does not fit the network: {exc}") \
+                from None
     want = dtype_name(ref.dtype, xp)
     got = dtype_name(x.dtype, xp)
     if got != want:
@@ -219,6 +283,41 @@ def check_features(x: Array, ref: Array, n_in: int | None, *, finite: bool = Tru
         )
     if finite:
         _finite("x", x, xp)
+
+
+def _check_indices(x: Array, n_index: int, model: Any, xp: ModuleType) -> None:
+    """Integer inputs of a network that begins with an embedding."""
+    if not xp.isdtype(x.dtype, "integral"):
+        raise DTypeError(
+            f"x is {dtype_name(x.dtype, xp)} but this network begins with an embedding of "
+            f"{n_index} rows, which takes integer indices: cast with xp.astype(x, xp.int64)"
+        )
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ShapeError(f"x must be a batch of indices, (batch,) or (batch, time), got shape "
+                         f"{tuple(x.shape)}")
+    if bool(xp.min(x) < 0) or bool(xp.max(x) >= n_index):
+        bad = int(xp.min(x)) if bool(xp.min(x) < 0) else int(xp.max(x))
+        raise LabelError(f"index {bad} is out of range: the embedding has {n_index} rows, so "
+                         f"indices must lie in [0, {n_index - 1}]")
+    infer = getattr(model, "out_shape", None)
+    if infer is not None:
+        try:
+            infer(tuple(int(n) for n in x.shape[1:]))
+        except ShapeError as exc:
+            raise ShapeError(f"x of shape {tuple(x.shape)} does not fit the network: {exc}") \
+                from None
+
+
+def _sample_shape(model: Any) -> tuple[int | None, ...] | None:
+    """The per-sample input shape a network takes (``Layer.in_shape``, else
+    ``(n_in,)``), ``None`` if any; duck-typed: this module sits below the layers."""
+    if model is None:
+        return None
+    shape = getattr(model, "in_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    n_in = getattr(model, "n_in", None)
+    return None if n_in is None else (n_in,)
 
 
 def check_targets(
@@ -331,6 +430,11 @@ def _same_backend(what: str, a: Any, ref: Array) -> ModuleType:
             f"'{backend_name(xp)}', device=...)"
         )
     return xp
+
+
+def check_finite(what: str, a: Array) -> None:
+    """A :class:`NonFiniteError` naming ``what`` if ``a`` holds NaN or infinity."""
+    _finite(what, a, namespace(a))
 
 
 def _finite(what: str, a: Array, xp: ModuleType) -> None:

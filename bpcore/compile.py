@@ -40,7 +40,7 @@ from .errors import ArgumentError, BpcoreError
 from .layers.core import Layer
 from .losses import LossFunction, get_loss
 from .optim import Optimizer
-from .step import Driver, check_batch, check_stacked, train_loop, train_step
+from .step import Driver, TrainState, check_batch, check_stacked, train_loop, train_step
 from .tree import first_array
 
 __all__ = ["NO_COMPILER", "XLA_CPU_OPTIONS", "CompiledStep", "compile"]
@@ -326,6 +326,10 @@ def _scalars_as_arrays(state: Any, xp: ModuleType, ref: Array) -> Any:
     returns in its place, and would compile the step a second time."""
     if not (isinstance(state, tuple) and hasattr(state, "_fields")):
         return state
+    if isinstance(state, TrainState):  # the optimizer's state inside
+        return state._replace(opt=_scalars_as_arrays(state.opt, xp, ref),
+                              step=xp.asarray(state.step, device=ref.device),
+                              seed=xp.asarray(state.seed, device=ref.device))
     return type(state)(*(
         xp.asarray(v, device=ref.device)
         if isinstance(v, (int, float)) and not isinstance(v, bool) else v
@@ -441,7 +445,8 @@ def compile(
         n_in, n_out, kind = model.n_in, model.n_out, loss.targets
 
         def check(params: Any, x: Array, t: Array) -> None:
-            (check_stacked if loop else check_batch)(params, x, t, n_in, n_out, kind)
+            (check_stacked if loop else check_batch)(params, x, t, n_in, n_out, kind,
+                                                     model=model)
 
         return CompiledStep(traced, eager=eager, donate=donate,
                             validate=check if validate else None, built=True,

@@ -45,6 +45,7 @@ from .errors import (
 )
 from .layers import Layer, from_config, mlp
 from .layers.activations import sigmoid_forward, softmax_forward
+from .layers.core import input_shape
 from .losses import LossFunction, get_loss
 from .metrics import count_correct, predicted_labels
 from .optim import Optimizer, get_optimizer
@@ -87,7 +88,7 @@ class NotFittedError(BpcoreError, ValueError):
 class _Prepared(NamedTuple):
     """A data set on the model's backend, validated and scaled."""
 
-    x: Array  # (n, n_in), the model's dtype
+    x: Array  # (n, *sample): (n, n_in) for a dense network; the model's dtype
     t: Array  # targets as the loss wants them
     labels: Array | None  # int (n,) output indices for accuracy, else None
     weights: Array | None  # (n,) sample weights, else None
@@ -204,10 +205,17 @@ class Model:
                 )
             self.sizes = [_int("a layer size", n, 1) for n in layers]
             self.net = mlp(self.sizes, activation, output)
-        if self.net.n_in is None or self.net.n_out is None:
+        if self.net.n_out is None or (self.net.n_in is None and self.net.in_shape is None
+                                      and self.net.out_shape is None):
             raise ShapeError(
                 "the Model needs a network whose input and output sizes are known; "
-                "begin and end it with dense layers"
+                "begin and end it with dense layers (or, for a convolutional network, "
+                "begin it with a convolution or bp.reshape and end it with a dense layer)"
+            )
+        if self.net.n_index is not None:
+            raise SettingError(
+                "the Model scales real-valued features; a network that begins with an "
+                "embedding takes integer indices: train it with bp.train_step"
             )
         self.loss = get_loss(loss)
         if isinstance(optimizer, Optimizer):
@@ -241,7 +249,10 @@ class Model:
         self.params: Any = self.net.init(
             self.seed, xp=self.xp, dtype=self._dtype, device=self.backend.device
         )
-        self.opt_state: Any = self.optimizer.init(self.params)
+        #: the optimizer's state; for a network with layer state (batch norm,
+        #: dropout) the :class:`~bpcore.step.TrainState` that also holds it
+        self.opt_state: Any = Driver(self.net, self.loss, self.optimizer).init_state(
+            self.params, seed=self.seed)
         self.epoch = 0
         self.history = History()
         self.scaler: Scaler | None = None
@@ -740,7 +751,7 @@ class Model:
             first, stop = shard_range(n, rank=self.comm.rank, size=self.comm.size)
         for a in range(first, stop, _CHUNK):
             b = min(a + _CHUNK, stop)  # array-api-strict refuses out-of-range stops
-            y = self._driver.predict(self.params, data.x[a:b, ...])
+            y = self._driver.predict(self.params, data.x[a:b, ...], self.opt_state)
             if loss:
                 w = None if data.weights is None else data.weights[a:b, ...]
                 values.append(self.loss(y, data.t[a:b, ...], xp=xp, weights=w)[0])
@@ -760,7 +771,7 @@ class Model:
     def _outputs(self, X: Any) -> Array:
         x = self._scaled(self._checked_host(X))
         n = x.shape[0]
-        parts = [self._driver.predict(self.params, x[a:min(a + _CHUNK, n), ...])
+        parts = [self._driver.predict(self.params, x[a:min(a + _CHUNK, n), ...], self.opt_state)
                  for a in range(0, n, _CHUNK)]
         if not parts:
             return self.xp.zeros((0, self.net.n_out), dtype=self._dtype,
@@ -787,7 +798,9 @@ class Model:
     def _checked_host(self, X: Any, what: str = "") -> np.ndarray:
         """``X`` as float64 on the host, after the shape, dtype and NaN/Inf checks."""
         host = _host_array(X, f"{what}X")
-        if host.ndim != 2:
+        sample = input_shape(self.net)  # None: a network that takes any shape
+        flat = sample is not None and len(sample) == 1
+        if (flat and host.ndim != 2) or (sample is None and host.ndim < 2):
             raise ShapeError(
                 f"{what}X must be 2-D (samples, features), got shape {host.shape}; "
                 + ("for one sample use X[None, :]" if host.ndim == 1
@@ -796,12 +809,15 @@ class Model:
         if host.dtype.kind not in "biuf":
             raise DTypeError(f"{what}X must hold real numbers, got dtype {host.dtype}")
         host = host.astype(np.float64, copy=False)
-        # shapes and NaN/Inf, with the messages of the public checks
-        check_features(host, np.zeros(1), self.net.n_in)
+        # shapes (through the network's shape inference) and NaN/Inf, with the
+        # messages of the public checks
+        check_features(host, np.zeros(1), self.net.n_in, model=self.net)
         return host
 
     def _scaled(self, host: np.ndarray, *, fit: bool = False) -> Array:
         """Scale checked host features (fitting the scaler first if asked) and move them."""
+        sample = host.shape[1:]
+        host = host.reshape(host.shape[0], -1)  # n-D samples: one scaling per value
         if self.scaler is None:
             if fit:
                 if host.shape[0] == 0:
@@ -816,7 +832,7 @@ class Model:
         if self.scaler is not None:
             host = self.scaler.transform(host)
         with np.errstate(over="ignore", invalid="ignore"):  # checked on the next line
-            scaled = host.astype(self.dtype)
+            scaled = host.astype(self.dtype).reshape(host.shape[0], *sample)
         if not np.all(np.isfinite(scaled)):
             raise NonFiniteError(
                 f"X holds values too large for {self.dtype} after scaling (up to "

@@ -12,6 +12,12 @@ Each optimizer carries its rule as a typed value (:class:`SGDRule`,
 :class:`AdamRule`, in :attr:`Optimizer.rule`); the update of one parameter
 is one portable kernel (:func:`sgd_update`, :func:`adam_update`), with its
 in-place NumPy specialization written beside it.
+
+Every optimizer takes ``clip_norm=``: the gradients are first rescaled to a
+global L2 norm of at most ``clip_norm`` (:func:`clip_by_global_norm`, as
+``torch.nn.utils.clip_grad_norm_``), the usual guard against the exploding
+gradients of recurrent networks. The same function serves as the step
+driver's ``grad_transform`` for an optimizer of your own.
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ __all__ = [
     "adam_scalars",
     "adam_update",
     "adamw",
+    "clip_by_global_norm",
     "get_optimizer",
+    "global_norm",
     "momentum",
     "sgd",
     "sgd_update",
@@ -325,6 +333,73 @@ def _copied_into(out: tuple[Any, ...], values: tuple[Any, ...]) -> tuple[Any, ..
 
 
 # --------------------------------------------------------------------------
+# gradient clipping
+
+
+def global_norm(grads: Any, *, xp: ModuleType | None = None) -> Array:
+    """The L2 norm of every array in a tree taken together, ``‖(‖g₁‖, ‖g₂‖, ...)‖₂``.
+
+    A 0-D array of the gradients' backend (the norm of norms, as
+    ``torch.nn.utils.clip_grad_norm_`` forms it); a tree without arrays has
+    norm ``0.0``.
+    """
+    leaves = tree.arrays(grads)
+    if not leaves:
+        return 0.0
+    xp = namespace(leaves[0], xp=xp)
+    norms = [xp.linalg.vector_norm(g) for g in leaves]
+    dtype = xp.result_type(*norms)
+    return xp.linalg.vector_norm(xp.stack([xp.astype(n, dtype) for n in norms]))
+
+
+def clip_by_global_norm(grads: Any, max_norm: float, *, xp: ModuleType | None = None) -> Any:
+    """Rescale a tree of gradients to global L2 norm at most ``max_norm``.
+
+    Every array becomes ``g · min(1, max_norm / (‖g‖ + 1e-6))`` with ``‖g‖``
+    the :func:`global_norm` of the whole tree, as
+    ``torch.nn.utils.clip_grad_norm_`` (the same ``1e-6``; a non-finite norm
+    gives non-finite gradients, as torch's default). The direction of the
+    update is kept; only its length is capped. Nothing is written in place,
+    and nothing is read back to the host (it traces under ``jax.jit``).
+
+    Parameters
+    ----------
+    grads : tree of arrays (dicts, lists, tuples; see :mod:`bpcore.tree`)
+    max_norm : float
+        Positive.
+
+    Returns
+    -------
+    grads : a tree of ``grads``'s structure
+
+    Examples
+    --------
+    Every optimizer takes it as ``clip_norm=``; for the step driver's
+    ``grad_transform`` (any optimizer) bind ``max_norm``:
+
+    >>> import functools, numpy as np, bpcore as bp
+    >>> grads = {"W": np.full(4, 3.0), "b": np.full(4, 4.0)}  # norms 6 and 8
+    >>> float(global_norm(grads))
+    10.0
+    >>> clipped = clip_by_global_norm(grads, 5.0)
+    >>> round(float(global_norm(clipped)), 5), np.round(clipped["W"], 5).tolist()
+    (5.0, [1.5, 1.5, 1.5, 1.5])
+    >>> clip = functools.partial(clip_by_global_norm, max_norm=1.0)
+    >>> step = bp.train_step(bp.mlp([2, 1]), "mse", bp.sgd(0.1), grad_transform=clip)
+    """
+    limit = _clip_norm("clip_by_global_norm", max_norm)
+    if limit is None:
+        raise HyperParameterError("clip_by_global_norm: max_norm must be a number > 0, got None")
+    leaves = tree.arrays(grads)
+    if not leaves:
+        return grads
+    xp = namespace(leaves[0], xp=xp)
+    norm = global_norm(grads, xp=xp)
+    scale = xp.clip(limit / (norm + 1e-6), max=1.0)  # the 1e-6 is torch's
+    return tree.map_arrays(lambda g: g * xp.astype(scale, g.dtype), grads)
+
+
+# --------------------------------------------------------------------------
 # the optimizer over a whole tree
 
 
@@ -336,7 +411,8 @@ class Optimizer(NamedTuple):
     backends only; JAX stays functional) and returns them; ``grads`` is
     never written to. ``rule`` is the typed description of bpcore's own
     optimizers (``None`` for one of your own, which the step driver then
-    calls through ``update``).
+    calls through ``update``); ``clip_norm`` the global gradient norm the
+    update clips to first (``None``: no clipping; see :func:`clip_by_global_norm`).
     """
 
     init: Callable[..., Any]
@@ -344,6 +420,7 @@ class Optimizer(NamedTuple):
     name: str
     config: dict[str, Any]
     rule: SGDRule | AdamRule | None = None
+    clip_norm: float | None = None
 
     def bind(
         self, xp: ModuleType, *, inplace: bool = False, own_grads: bool = False,
@@ -358,7 +435,17 @@ class Optimizer(NamedTuple):
         if self.rule is None:
             kwargs = {"inplace": True} if inplace else {}
             return lambda g, s, p: self.update(g, s, p, xp=xp, **kwargs)
-        return _bind(self.rule, xp, inplace=inplace, own_grads=own_grads, fast=fast)
+        update = _bind(self.rule, xp, inplace=inplace, own_grads=own_grads, fast=fast)
+        return update if self.clip_norm is None else _clipped(update, self.clip_norm, xp)
+
+
+def _clipped(update: Update, max_norm: float, xp: ModuleType | None) -> Update:
+    """``update`` applied to the gradients clipped to global norm ``max_norm``."""
+
+    def clipped_update(grads: Any, state: Any, params: Any) -> tuple[Any, Any]:
+        return update(clip_by_global_norm(grads, max_norm, xp=xp), state, params)
+
+    return clipped_update
 
 
 def _bind(
@@ -435,8 +522,25 @@ def _number(name: str, key: str, value: Any, *, below: float | None = None) -> f
     return number
 
 
-def _make(rule: SGDRule | AdamRule, name: str, config: dict[str, Any]) -> Optimizer:
+def _clip_norm(name: str, value: Any) -> float | None:
+    """``clip_norm`` checked: ``None`` or a finite number > 0."""
+    if value is None:
+        return None
+    number = _number(name, "clip_norm", value)
+    if number == 0:
+        raise HyperParameterError(
+            f"{name}: clip_norm must be > 0 (or None for no clipping), got {value!r}"
+        )
+    return number
+
+
+def _make(
+    rule: SGDRule | AdamRule, name: str, config: dict[str, Any], clip_norm: Any = None
+) -> Optimizer:
     adam = isinstance(rule, AdamRule)
+    clip = _clip_norm(config["name"], clip_norm)
+    if clip is not None:
+        config = {**config, "clip_norm": clip}  # absent when None: older configs unchanged
 
     def init(params: Any) -> Any:
         if isinstance(rule, AdamRule):
@@ -450,21 +554,24 @@ def _make(rule: SGDRule | AdamRule, name: str, config: dict[str, Any]) -> Optimi
         ref = tree.first_array(params)
         if ref is None:
             return params, (AdamState(state.count + 1, state.m, state.v) if adam else state)
-        return _bind(rule, namespace(ref, xp=xp), inplace=inplace, own_grads=False,
-                     fast=True)(grads, state, params)
+        xp = namespace(ref, xp=xp)
+        if clip is not None:
+            grads = clip_by_global_norm(grads, clip, xp=xp)
+        return _bind(rule, xp, inplace=inplace, own_grads=False, fast=True)(grads, state, params)
 
-    return Optimizer(init, update, name, config, rule)
+    return Optimizer(init, update, name, config, rule, clip)
 
 
 def sgd(
     lr: float = 0.01, momentum: float = 0.0, *,
-    nesterov: bool = False, weight_decay: float = 0.0,
+    nesterov: bool = False, weight_decay: float = 0.0, clip_norm: float | None = None,
 ) -> Optimizer:
     """Stochastic gradient descent, optionally with (Nesterov) momentum and L2 decay.
 
     ``g ← g + λp``; ``v ← μv + g``; ``p ← p − η (g + μv if nesterov else v)``
     (``p ← p − η g`` without momentum), as ``torch.optim.SGD``
-    (:func:`sgd_update`).
+    (:func:`sgd_update`). ``clip_norm``: clip the gradients to this global
+    norm first (:func:`clip_by_global_norm`).
 
     Examples
     --------
@@ -484,7 +591,7 @@ def sgd(
     name = "sgd" if not mu else ("nesterov" if nesterov else "momentum")
     return _make(SGDRule(lr, mu, nesterov, wd), name, {
         "name": "sgd", "lr": lr, "momentum": mu, "nesterov": nesterov, "weight_decay": wd,
-    })
+    }, clip_norm)
 
 
 def momentum(lr: float = 0.01, momentum: float = 0.9, **kwargs: Any) -> Optimizer:
@@ -494,7 +601,7 @@ def momentum(lr: float = 0.01, momentum: float = 0.9, **kwargs: Any) -> Optimize
 
 def _adam(
     name: str, lr: float, betas: tuple[float, float], eps: float,
-    weight_decay: float, decoupled: bool,
+    weight_decay: float, decoupled: bool, clip_norm: float | None,
 ) -> Optimizer:
     try:
         b1, b2 = betas
@@ -512,29 +619,40 @@ def _adam(
     wd = _number(name, "weight_decay", weight_decay)
     return _make(AdamRule(lr, b1, b2, eps, wd, decoupled), name, {
         "name": name, "lr": lr, "betas": [b1, b2], "eps": eps, "weight_decay": wd,
-    })
+    }, clip_norm)
 
 
 def adam(
     lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-    *, weight_decay: float = 0.0,
+    *, weight_decay: float = 0.0, clip_norm: float | None = None,
 ) -> Optimizer:
     """Adam (Kingma & Ba), bias-corrected, as ``torch.optim.Adam`` (:func:`adam_update`).
 
     ``m ← β₁m + (1−β₁)g``; ``v ← β₂v + (1−β₂)g²``;
     ``p ← p − η/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)``. ``weight_decay`` adds ``λp``
-    to the gradient (L2); for decoupled decay use :func:`adamw`.
+    to the gradient (L2); for decoupled decay use :func:`adamw`. ``clip_norm``:
+    clip the gradients to this global norm first (:func:`clip_by_global_norm`).
+
+    Examples
+    --------
+    >>> import numpy as np, bpcore as bp
+    >>> opt = bp.adam(lr=0.1, clip_norm=1.0)
+    >>> p = {"W": np.zeros(2)}
+    >>> p, s = opt.update({"W": np.array([30.0, 40.0])}, opt.init(p), p)
+    >>> opt.config["clip_norm"], np.round(s.m["W"], 6).tolist()  # m = 0.1 * g / |g|
+    (1.0, [0.06, 0.08])
     """
-    return _adam("adam", lr, betas, eps, weight_decay, decoupled=False)
+    return _adam("adam", lr, betas, eps, weight_decay, False, clip_norm)
 
 
 def adamw(
     lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-    *, weight_decay: float = 0.01,
+    *, weight_decay: float = 0.01, clip_norm: float | None = None,
 ) -> Optimizer:
     """AdamW (Loshchilov & Hutter): Adam with decoupled weight decay
-    ``p ← p (1 − ηλ)`` before the Adam step, as ``torch.optim.AdamW``."""
-    return _adam("adamw", lr, betas, eps, weight_decay, decoupled=True)
+    ``p ← p (1 − ηλ)`` before the Adam step, as ``torch.optim.AdamW``
+    (``clip_norm`` as in :func:`adam`)."""
+    return _adam("adamw", lr, betas, eps, weight_decay, True, clip_norm)
 
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {

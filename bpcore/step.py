@@ -18,6 +18,23 @@ for that backend is replaced by it, and on backends with mutable arrays the
 driver owns a :class:`~bpcore.dispatch.Workspace` whose buffers those
 specializations write into from one call to the next. ``fast=False`` keeps
 the portable kernels everywhere; the results agree to rounding.
+
+Layer state and modes are threaded here, once, for every layer: a network
+with stateful layers (batch norm's running statistics, dropout's random
+masks; :mod:`bpcore.layers.core`, "State and modes") trains on a
+:class:`TrainState` (:func:`train_state`) in place of the optimizer's state::
+
+    ctx = Context(train=True, state=s.layers, seed=s.seed, step=s.step)
+    y, cache, layers = forward(params, x, ctx=ctx)    # each layer reads its part of the state
+    ...                                               # loss, backward, update as above
+    s = TrainState(opt, layers, s.step + 1, s.seed)   # the optimizer never sees s.layers
+
+so the step counter and the statistics are arrays passed in and returned,
+never Python values: under ``jax.jit`` (and ``lax.scan``) they are inputs of
+the traced step, and a compiled step draws each step's own dropout mask.
+:func:`predict` (and ``Model.evaluate``/``predict``) run the forward pass in
+evaluation mode with the layer state given (``state=``); training runs in
+training mode.
 """
 
 from __future__ import annotations
@@ -29,15 +46,31 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from . import tree
-from .backend import Array, backend_name, is_mutable, namespace
-from .checks import check_features, check_params, check_state, check_targets, check_weights
+from .backend import Array, backend_name, device_of, is_mutable, namespace
+from .checks import (
+    check_features,
+    check_finite,
+    check_params,
+    check_state,
+    check_targets,
+    check_weights,
+)
 from .dispatch import Binding, Workspace
 from .errors import ArgumentError, NonFiniteError, ShapeError
-from .layers.core import Layer, bind
+from .layers.core import Context, Layer, bind, stateful
 from .losses import LossFunction, get_loss
 from .optim import Optimizer
 
-__all__ = ["Driver", "Edges", "predict", "train_loop", "train_step", "value_and_grad"]
+__all__ = [
+    "Driver",
+    "Edges",
+    "TrainState",
+    "predict",
+    "train_loop",
+    "train_state",
+    "train_step",
+    "value_and_grad",
+]
 
 Step = Callable[[Any, Any, Array, Array], tuple[Any, Any, Array]]
 
@@ -64,14 +97,37 @@ class Edges(NamedTuple):
 _NO_EDGES = Edges()
 
 
+class TrainState(NamedTuple):
+    """What a training step threads besides the parameters, for a network with
+    layer state (batch norm's running statistics) or modes (dropout).
+
+    ``opt`` is the optimizer's state; ``layers`` the network's layer state (a
+    tree shaped as the network, ``{}`` for a layer without state), which no
+    optimizer ever sees; ``step`` the number of training steps taken and
+    ``seed`` the run's seed, 0-D integer arrays, so that under ``jax.jit`` they
+    are inputs of the traced step (dropout's masks are drawn from them).
+    Made by :func:`train_state`; a checkpoint stores it whole.
+    """
+
+    opt: Any
+    layers: Any
+    step: Any
+    seed: Any
+
+
 class _Bound(NamedTuple):
     """A network, loss and optimizer bound to one namespace."""
 
     xp: ModuleType
-    forward: Callable[..., tuple[Array, Any]]
+    forward: Callable[..., tuple[Any, ...]]
     backward: Callable[..., tuple[Array | None, Any]]
     loss: Callable[..., tuple[Array, Array]]
     update: Callable[[Any, Any, Any], tuple[Any, Any]] | None
+    #: JAX: the parameters may come back from a jitted step with their dict keys
+    #: sorted (its pytrees sort them), while the gradients keep the layers' order;
+    #: the optimizer pairs leaves in order, so the gradients are put in the
+    #: parameters' order first (free under jit: it only reorders the trace)
+    sorts_keys: bool = False
 
 
 class Driver:
@@ -114,7 +170,48 @@ class Driver:
         self.model, self.loss, self.optimizer = model, get_loss(loss), optimizer
         self.fast, self.inplace, self.workspace = fast, inplace, workspace
         self.grad_transform = grad_transform
+        #: whether the network keeps layer state or depends on the mode
+        self.stateful = stateful(model)
         self._bound: dict[ModuleType, _Bound] = {}
+
+    def init_state(self, params: Any, *, seed: int = 0) -> Any:
+        """The state a step starts from: the optimizer's (``optimizer.init(params)``)
+        for a network without layer state, else a :class:`TrainState` with the
+        layers' starting state on the parameters' backend, device and dtype."""
+        opt = None if self.optimizer is None else self.optimizer.init(params)
+        if not self.stateful:
+            return opt
+        assert self.model.init_state is not None
+        ref = tree.first_array(params)
+        xp = namespace(ref)
+        device = device_of(ref)
+        index = xp.__array_namespace_info__().default_dtypes(device=device)["indexing"]
+        layers = self.model.init_state(xp=xp, dtype=ref.dtype, device=device)
+        return TrainState(opt, layers, xp.asarray(0, dtype=index, device=device),
+                          xp.asarray(int(seed), dtype=index, device=device))
+
+    def _context(self, state: Any, train: bool, what: str) -> Context | None:
+        """The forward pass's :class:`Context` from a :class:`TrainState` (or, for
+        evaluation, a layer-state tree), ``None`` for a stateless network."""
+        if not self.stateful:
+            return None
+        if isinstance(state, TrainState):
+            return Context(train, state.layers, state.seed, state.step)
+        if state is None or not train:
+            if state is None:
+                assert self.model.init_state is not None
+                state = self.model.init_state()
+                if tree.arrays(state):
+                    raise ArgumentError(
+                        f"this network keeps layer state (running statistics): pass it to "
+                        f"{what}, e.g. state=... as the training step returned it"
+                    )
+            return Context(train, state)
+        raise ArgumentError(
+            "this network keeps layer state or depends on the mode (batch_norm, dropout): "
+            "its training step takes a TrainState, made with bp.train_state(net, opt, params), "
+            f"not a {type(state).__name__}"
+        )
 
     def bound(self, xp: ModuleType) -> _Bound:
         """The network, loss and optimizer bound to namespace ``xp`` (built once)."""
@@ -127,25 +224,41 @@ class Driver:
                 xp, inplace=self.inplace, own_grads=True, fast=self.fast
             )
             loss = binding.scope("loss").kernel(self.loss.fn)
-            b = self._bound[xp] = _Bound(xp, net.forward, net.backward, loss, update)
+            b = self._bound[xp] = _Bound(xp, net.forward, net.backward, loss, update,
+                                         backend_name(xp) == "jax")
         return b
 
     def gradients(
         self, params: Any, x: Array, t: Array, edges: Edges = _NO_EDGES, *,
-        weights: Array | None = None, bound: _Bound | None = None,
+        weights: Array | None = None, bound: _Bound | None = None, state: Any = None,
     ) -> tuple[Array, Any]:
         """The loss on a batch and its gradient with respect to every parameter
-        (``weights``: per-sample weights of the loss, shape ``(batch,)``)."""
+        (``weights``: per-sample weights of the loss, shape ``(batch,)``), in
+        training mode; ``state`` is the :class:`TrainState` of a network with
+        layer state (the new layer state is dropped: :meth:`step` keeps it)."""
+        ctx = self._context(state, True, "value_and_grad")
+        value, grads, _ = self._gradients(params, x, t, edges, weights, bound, ctx)
+        return value, grads
+
+    def _gradients(
+        self, params: Any, x: Array, t: Array, edges: Edges, weights: Array | None,
+        bound: _Bound | None, ctx: Context | None,
+    ) -> tuple[Array, Any, Any]:
+        """Forward, loss, backward: ``(value, grads, new layer state)``."""
         b = self.bound(namespace(x)) if bound is None else bound
         xp = b.xp
         params = edges.params(params)
-        y, cache = b.forward(params, edges.x(x), xp=xp)
+        if ctx is None:
+            y, cache = b.forward(params, edges.x(x), xp=xp)
+            layers = None
+        else:
+            y, cache, layers = b.forward(params, edges.x(x), xp=xp, ctx=ctx)
         if weights is None:
             value, dy = b.loss(edges.y(y), t, xp=xp)
         else:
             value, dy = b.loss(edges.y(y), t, xp=xp, weights=weights)
         _, grads = b.backward(params, cache, edges.dy(dy), xp=xp, need_dx=False)
-        return value, edges.grads(grads)
+        return value, edges.grads(grads), layers
 
     def update(
         self, grads: Any, state: Any, params: Any, *, bound: _Bound | None = None
@@ -155,17 +268,28 @@ class Driver:
             grads = self.grad_transform(grads)
         b = self.bound(namespace(tree.first_array(params))) if bound is None else bound
         assert b.update is not None, "a Driver without an optimizer cannot update"
+        if b.sorts_keys:
+            grads = _in_order_of(params, grads)
         return b.update(grads, state, params)
 
     def step(
         self, params: Any, state: Any, x: Array, t: Array, weights: Array | None = None, *,
         bound: _Bound | None = None,
     ) -> tuple[Any, Any, Array]:
-        """One training step: ``(params, state, loss_value)``."""
+        """One training step: ``(params, state, loss_value)``; ``state`` is a
+        :class:`TrainState` for a network with layer state (then its layer
+        state and step counter move on too)."""
         b = self.bound(namespace(x)) if bound is None else bound
-        value, grads = self.gradients(params, x, t, weights=weights, bound=b)
-        params, state = self.update(grads, state, params, bound=b)
-        return params, state, value
+        if not isinstance(state, TrainState):
+            ctx = self._context(state, True, "the step")  # an error for a stateful network
+            value, grads, _ = self._gradients(params, x, t, _NO_EDGES, weights, b, ctx)
+            params, state = self.update(grads, state, params, bound=b)
+            return params, state, value
+        ctx = self._context(state, True, "the step")
+        value, grads, layers = self._gradients(params, x, t, _NO_EDGES, weights, b, ctx)
+        params, opt = self.update(grads, state.opt, params, bound=b)
+        return params, TrainState(opt, state.layers if ctx is None else layers,
+                                  state.step + 1, state.seed), value
 
     def steps(
         self, params: Any, state: Any, xs: Array, ts: Array, ws: Array | None = None, *,
@@ -187,11 +311,50 @@ class Driver:
         traces (no look-up by namespace inside the traced function)."""
         return functools.partial(self.step, bound=self.bound(xp))
 
-    def predict(self, params: Any, x: Array) -> Array:
-        """The network's output for ``x``."""
+    def predict(self, params: Any, x: Array, state: Any = None) -> Array:
+        """The network's output for ``x``, in evaluation mode (``state``: the
+        :class:`TrainState`, or the layer state, of a network with layer state)."""
         b = self.bound(namespace(x))
-        y, _ = b.forward(params, x, xp=b.xp)
+        ctx = self._context(state, False, "predict")
+        if ctx is None:
+            y, _ = b.forward(params, x, xp=b.xp)
+        else:
+            y, _, _ = b.forward(params, x, xp=b.xp, ctx=ctx)
         return y
+
+
+def _in_order_of(params: Any, grads: Any) -> Any:
+    """``grads`` with every dict's keys in the order of the matching dict of ``params``."""
+    if isinstance(params, dict) and isinstance(grads, dict):
+        return {k: _in_order_of(v, grads[k]) for k, v in params.items()}
+    if isinstance(params, (tuple, list)) and isinstance(grads, (tuple, list)) and \
+            not hasattr(grads, "_fields"):
+        return type(grads)(_in_order_of(p, g) for p, g in zip(params, grads))
+    return grads
+
+
+def train_state(model: Layer, optimizer: Optimizer | None, params: Any, *,
+                seed: int = 0) -> Any:
+    """The state a training step of ``model`` starts from.
+
+    ``optimizer.init(params)`` for a network without layer state; for one with
+    (batch norm, dropout) a :class:`TrainState`: the optimizer's state, the
+    layers' starting state (running mean 0, variance 1), the step counter 0
+    and ``seed``, which keys dropout's masks (the same seed, the same masks on
+    every backend). Pass it to the step as its ``state``.
+
+    Examples
+    --------
+    >>> import numpy as np, bpcore as bp
+    >>> net, opt = bp.sequential(bp.dense(2, 4), bp.dropout(0.5), bp.dense(4, 2)), bp.sgd(0.1)
+    >>> params = net.init(0)
+    >>> state = bp.train_state(net, opt, params, seed=1)
+    >>> step = bp.train_step(net, "softmax_cross_entropy", opt)
+    >>> params, state, loss = step(params, state, np.ones((3, 2), np.float32), np.arange(3) % 2)
+    >>> int(state.step)
+    1
+    """
+    return Driver(model, "mse", optimizer).init_state(params, seed=seed)
 
 
 def train_step(
@@ -269,12 +432,17 @@ def train_step(
         # shapes, dtypes, backends, labels, NaN/Inf in x and t (a saturating
         # activation can hide an infinite input from the loss, not from dW)
         check_batch(params, x, t, model.n_in, model.n_out, kind, weights, model=model)
-        check_state(state, optimizer, params)
+        check_state(state, optimizer, params, model=model)
         b = driver.bound(namespace(x))
+        ctx = driver._context(state, True, "the step")
         with _checked_by_the_loss(b.xp):
-            value, grads = driver.gradients(params, x, t, weights=weights, bound=b)
+            value, grads, layers = driver._gradients(params, x, t, _NO_EDGES, weights, b, ctx)
         if not bool(b.xp.isfinite(value)):  # a NaN parameter or an overflow:
             explain_non_finite(value, params, x, t)  # say which, before any update
+        if isinstance(state, TrainState):
+            params, opt = driver.update(grads, state.opt, params, bound=b)
+            return params, TrainState(opt, state.layers if ctx is None else layers,
+                                      state.step + 1, state.seed), value
         params, state = driver.update(grads, state, params, bound=b)
         return params, state, value
 
@@ -317,7 +485,7 @@ def train_loop(
     def loop(
         params: Any, state: Any, xs: Array, ts: Array, ws: Array | None = None
     ) -> tuple[Any, Any, Array]:
-        check_stacked(params, xs, ts, model.n_in, model.n_out, kind, ws)
+        check_stacked(params, xs, ts, model.n_in, model.n_out, kind, ws, model=model)
         return driver.steps(params, state, xs, ts, ws)
 
     return loop
@@ -325,11 +493,11 @@ def train_loop(
 
 def check_stacked(
     params: Any, xs: Array, ts: Array, n_in: int | None, n_out: int | None, kind: str,
-    ws: Array | None = None,
+    ws: Array | None = None, *, model: Layer | None = None,
 ) -> None:
-    """The checks of ``k`` stacked batches (``xs`` of shape ``(k, batch, n_in)``)."""
+    """The checks of ``k`` stacked batches (``xs`` of shape ``(k, batch, *sample)``)."""
     xp = namespace(xs)
-    if xs.ndim != 3 or ts.ndim not in (2, 3) or ts.shape[0] != xs.shape[0]:
+    if xs.ndim < 3 or ts.ndim not in (2, 3) or ts.shape[0] != xs.shape[0]:
         raise ShapeError(
             f"a loop takes k batches stacked: xs of shape (k, batch, features) and targets "
             f"(k, batch) or (k, batch, outputs), got {tuple(xs.shape)} and {tuple(ts.shape)}"
@@ -338,9 +506,9 @@ def check_stacked(
     if ws is not None and tuple(ws.shape) != (k, batch):
         raise ShapeError(f"the weights of k={k} batches of {batch} have shape (k, batch), "
                          f"not {tuple(ws.shape)}")
-    check_batch(params, xp.reshape(xs, (k * batch, xs.shape[2])),
+    check_batch(params, xp.reshape(xs, (k * batch, *xs.shape[2:])),
                 xp.reshape(ts, (k * batch, *ts.shape[2:])), n_in, n_out, kind,
-                None if ws is None else xp.reshape(ws, (k * batch,)))
+                None if ws is None else xp.reshape(ws, (k * batch,)), model=model)
 
 
 def check_batch(
@@ -349,7 +517,7 @@ def check_batch(
 ) -> None:
     """The checks of one batch against the parameters (and network) it will meet."""
     _, ref = check_params(params, model)
-    check_features(x, ref, n_in)
+    check_features(x, ref, n_in, model=model)
     check_targets(t, ref, x.shape[0], n_out, kind)
     if weights is not None:
         check_weights(weights, ref, x.shape[0])
@@ -365,13 +533,13 @@ def _checked_by_the_loss(xp: ModuleType) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def explain_non_finite(value: Array, params: Any, x: Array, t: Array) -> None:
+def explain_non_finite(value: Array, params: Any, x: Array, t: Array | None = None) -> None:
     """Raise the :class:`~bpcore.errors.NonFiniteError` that says why the loss
     is ``value`` (NaN or infinite): the inputs, the targets, a parameter, or a
     step that diverged."""
     xp = namespace(x)
-    check_features(x, x, None)  # NaN/Inf in the inputs
-    if xp.isdtype(t.dtype, "real floating"):
+    check_finite("x", x)  # NaN/Inf in the inputs
+    if t is not None and xp.isdtype(t.dtype, "real floating"):
         check_targets(t, t, t.shape[0], None, "values")
     for path, a in tree.paths(params):
         if tree.is_array(a) and not bool(xp.all(xp.isfinite(a))):
@@ -388,33 +556,38 @@ def explain_non_finite(value: Array, params: Any, x: Array, t: Array) -> None:
 
 def value_and_grad(
     model: Layer, loss: LossFunction | str, params: Any, x: Array, t: Array, *,
-    weights: Array | None = None, validate: bool = True,
+    weights: Array | None = None, validate: bool = True, state: Any = None,
 ) -> tuple[Array, Any]:
     """The loss on a batch and its gradient with respect to every parameter.
 
     ``grads`` has the structure of ``params``. Use it to drive an optimizer
     of your own, or to check bpcore's gradients against another library.
     Inside your own ``jax.jit`` or ``torch.compile``, pass ``validate=False``.
+    For a network with layer state, ``state`` is its :class:`TrainState`
+    (training mode: dropout draws the masks of ``state.step``).
     """
     driver = Driver(model, loss)
     if validate:
         check_batch(params, x, t, model.n_in, model.n_out, driver.loss.targets, weights,
                     model=model)
     with _checked_by_the_loss(namespace(x)) if validate else nullcontext():
-        value, grads = driver.gradients(params, x, t, weights=weights)
+        value, grads = driver.gradients(params, x, t, weights=weights, state=state)
     if validate and not bool(namespace(x).isfinite(value)):
         explain_non_finite(value, params, x, t)
     return value, grads
 
 
-def predict(model: Layer, params: Any, x: Array, *, validate: bool = True) -> Array:
+def predict(
+    model: Layer, params: Any, x: Array, *, validate: bool = True, state: Any = None
+) -> Array:
     """The network's output for ``x`` of shape ``(batch, n_in)`` (logits for a
-    classifier with a linear last layer)."""
+    classifier with a linear last layer), in evaluation mode; ``state``: the
+    :class:`TrainState` (or the layer state) of a network with layer state."""
     if validate:
         _, ref = check_params(params, model)
-        check_features(x, ref, model.n_in)
+        check_features(x, ref, model.n_in, model=model)
     with _checked_by_the_loss(namespace(x)) if validate else nullcontext():
-        y = Driver(model, "mse").predict(params, x)
+        y = Driver(model, "mse").predict(params, x, state)
     if validate and not bool(namespace(x).all(namespace(x).isfinite(y))):
-        explain_non_finite(y, params, x, x)
+        explain_non_finite(y, params, x)
     return y

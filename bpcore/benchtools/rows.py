@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .workloads import Workload, gemm_products, host_batch, host_params
+from .workloads import Workload, gemm_products, host_batch, host_params, host_tree, network
 
 __all__ = [
     "BACKEND_ROWS",
@@ -241,8 +241,6 @@ def _bpcore(
     backend: str, workload: Workload, batch: int, dtype: str, device: str, *, inplace: bool,
     compiled: bool = False, validate: bool = False,
 ) -> Runner:
-    import array_api_compat.numpy as np_xp
-
     import bpcore as bp
 
     info = bp.backends()[backend]
@@ -261,16 +259,9 @@ def _bpcore(
     elif backend == "cupy":
         _cupy_ready()
         target = 0
-    net = bp.mlp(list(workload.sizes), workload.activation)
+    net = network(workload)
     opt = _bpcore_optimizer(workload)
-    host = iter(host_params(workload, dtype))
-    params_host = []
-    for p in net.init(0, xp=np_xp, dtype=dtype):
-        if p:
-            W, b = next(host)
-            params_host.append({"W": W, "b": b})
-        else:
-            params_host.append({})
+    params_host = list(host_tree(workload, dtype))
     x_host, t_host = host_batch(workload, batch, dtype)
     params = bp.to_backend(tuple(params_host), backend, device=target)
     x = bp.to_backend(x_host, backend, device=target)
@@ -344,6 +335,9 @@ def _compile(
 
 
 def _handwritten(workload: Workload, batch: int, dtype: str) -> Runner:
+    if workload.arch is not None:
+        raise Unavailable("the hand-written NumPy step is the MLP tutorial's; this workload "
+                          "is a convolutional network")
     params = [(W.copy(), b.copy()) for W, b in host_params(workload, dtype)]
     x, t = host_batch(workload, batch, dtype)
     n, lr, sigmoid = len(params), workload.lr, workload.activation == "sigmoid"
@@ -419,10 +413,50 @@ def _handwritten(workload: Workload, batch: int, dtype: str) -> Runner:
 # PyTorch
 
 
+def _torch_network(workload: Workload, dtype: str, dev: Any) -> Any:
+    """The workload's network as ``torch.nn`` modules with bpcore's initial weights
+    (a convolution's weight has the same layout; a dense ``W`` is ``weight.T``)."""
+    import torch
+    from torch import nn
+
+    def tensor(a: np.ndarray) -> Any:
+        return nn.Parameter(torch.from_numpy(np.ascontiguousarray(a)).clone())
+
+    mods: list[Any] = []
+    for config, p in zip(network(workload).config["layers"], host_tree(workload, dtype)):
+        name = config["name"]
+        if name == "reshape":
+            mods.append(nn.Unflatten(1, tuple(config["shape"])))
+        elif name == "flatten":
+            mods.append(nn.Flatten())
+        elif name in ("relu", "tanh", "sigmoid"):
+            mods.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[name]())
+        elif name == "dense":
+            mod = nn.Linear(config["n_in"], config["n_out"])
+            mod.weight, mod.bias = tensor(p["W"].T), tensor(p["b"])
+            mods.append(mod)
+        elif name in ("conv1d", "conv2d"):
+            conv: Any = nn.Conv1d if name == "conv1d" else nn.Conv2d
+            mod = conv(config["in_channels"], config["out_channels"], config["kernel_size"],
+                      stride=config["stride"], padding=config["padding"],
+                      dilation=config["dilation"])
+            mod.weight, mod.bias = tensor(p["W"]), tensor(p["b"])
+            mods.append(mod)
+        elif name in ("max_pool1d", "max_pool2d"):
+            pool: Any = nn.MaxPool1d if name == "max_pool1d" else nn.MaxPool2d
+            mods.append(pool(config["kernel_size"], config["stride"], config["padding"],
+                            config["dilation"]))
+        else:
+            raise Unavailable(f"no torch module for bpcore's {name} layer in this benchmark")
+    return nn.Sequential(*mods).to(dev)
+
+
 def _torch_model(workload: Workload, dtype: str, dev: Any) -> Any:
     import torch
     from torch import nn
 
+    if workload.arch is not None:
+        return _torch_network(workload, dtype, dev)
     mods: list[Any] = []
     host = host_params(workload, dtype)
     for i, (W, b) in enumerate(host):
@@ -501,6 +535,9 @@ def _jax_jit(workload: Workload, batch: int, dtype: str, device: str) -> Runner:
 
     if dtype == "float64" and not jax.config.read("jax_enable_x64"):
         raise Unavailable("float64 on jax needs jax_enable_x64 (the suite sets it)")
+    if workload.arch is not None:
+        raise Unavailable("the hand-written jax.jit step is an MLP's; for convolutions the "
+                          "JAX row is bpcore-jax-compiled (bpcore.compile: jax.jit)")
     dev = _jax_device(device)
     params = [(jax.device_put(W, dev), jax.device_put(b, dev))
               for W, b in host_params(workload, dtype)]

@@ -1,4 +1,5 @@
-"""The benchmark workloads: three MLPs, their batch sizes, data and arithmetic.
+"""The benchmark workloads: three MLPs and two convolutional networks, their batch
+sizes, data and arithmetic.
 
 Every row of the benchmark (bpcore on each backend, the hand-written NumPy
 step, PyTorch, JAX, the GEMM floor) starts from the same host arrays made
@@ -9,18 +10,24 @@ numbers, and only how they do it differs.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..layers.arch import MNIST1D_CNN
+
 __all__ = [
     "BATCH_SIZES",
+    "CONV_WORKLOADS",
     "DTYPES",
     "WORKLOADS",
     "Workload",
     "gemm_products",
     "host_batch",
     "host_params",
+    "host_tree",
+    "network",
     "step_flops",
 ]
 
@@ -39,6 +46,10 @@ class Workload(NamedTuple):
     optimizer: str  # "sgd", "momentum" or "adam"
     lr: float
     description: str
+    #: A network other than an MLP, as a :mod:`bpcore.layers.arch` string, and the
+    #: per-sample shape of its inputs; ``sizes`` is then ``(features, classes)``.
+    arch: str | None = None
+    in_shape: tuple[int, ...] = ()
 
     @property
     def layers(self) -> list[tuple[int, int]]:
@@ -62,11 +73,47 @@ WORKLOADS: dict[str, Workload] = {
             "784, eight hidden layers of 256, relu, softmax cross-entropy, SGD with "
             "momentum 0.9 lr 0.01 (many small layers: per-layer overhead)",
         ),
+        Workload(
+            "mnist1d-cnn", (40, 10), "relu", "adam", 1e-2,
+            "the MNIST-1D paper's CNN: three conv1d (25 channels, kernels 5/3/3, stride 2, "
+            "padding 1), relu, dense 125-10, softmax cross-entropy, Adam lr 1e-2",
+            arch=MNIST1D_CNN, in_shape=(40,),
+        ),
+        Workload(
+            "lenet", (784, 10), "relu", "momentum", 0.01,
+            "LeNet-5 on 28x28: conv2d 6@5x5 (padding 2), max_pool 2, conv2d 16@5x5, "
+            "max_pool 2, dense 400-120-84-10, relu, softmax cross-entropy, SGD momentum 0.9",
+            arch="reshape(1,28,28),conv2d(6,5,padding=2),relu,max_pool2d(2),conv2d(16,5),"
+                 "relu,max_pool2d(2),flatten,dense(120),relu,dense(84),relu,dense(10)",
+            in_shape=(784,),
+        ),
     )
 }
+#: The workloads of convolutional networks (their own rows: no hand-written NumPy step
+#: or jax.jit peer, which are MLP code).
+CONV_WORKLOADS = tuple(name for name, w in WORKLOADS.items() if w.arch is not None)
 
 N_CLASSES = 10
 SEED = 0
+
+
+def network(workload: Workload) -> Any:
+    """The workload's bpcore network."""
+    from ..layers import mlp
+    from ..layers.arch import build
+
+    if workload.arch is not None:
+        return build(workload.arch, workload.in_shape)
+    return mlp(list(workload.sizes), workload.activation)
+
+
+def host_tree(workload: Workload, dtype: str) -> tuple[dict[str, np.ndarray], ...]:
+    """The initial parameters of any workload as the network's tree of host arrays
+    (``net.init(SEED)``: one dict per layer, ``{}`` for a layer without any)."""
+    import array_api_compat.numpy as xp
+
+    params = network(workload).init(SEED, xp=xp, dtype=dtype)
+    return tuple({k: np.asarray(v) for k, v in p.items()} for p in params)
 
 
 def host_params(workload: Workload, dtype: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -85,9 +132,11 @@ def host_params(workload: Workload, dtype: str) -> list[tuple[np.ndarray, np.nda
 
 
 def host_batch(workload: Workload, batch: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """One batch: inputs ``(batch, n_in)`` in [0, 1) like scaled pixels, and int64 labels."""
+    """One batch: inputs ``(batch, n_in)`` in [0, 1) like scaled pixels (``(batch,
+    *in_shape)`` for a convolutional workload), and int64 labels."""
     rng = np.random.default_rng(SEED + batch)
-    x = rng.random((batch, workload.sizes[0])).astype(dtype)
+    shape = workload.in_shape if workload.arch is not None else (workload.sizes[0],)
+    x = rng.random((batch, *shape)).astype(dtype)
     t = rng.integers(0, workload.sizes[-1], size=batch).astype(np.int64)
     return x, t
 
@@ -101,7 +150,12 @@ def gemm_products(workload: Workload, batch: int) -> list[Product]:
     Forward ``x @ W`` per layer; backward ``dW = xᵀ dz`` per layer and
     ``dx = dz Wᵀ`` for every layer but the first. Shapes are those of the
     stored operands; ``a_T``/``b_T`` say the product uses its transpose (a view).
+    A convolution (im2col, ``K = C_in·prod(kernel)`` rows, ``P`` output
+    positions): ``y = W₂ cols`` ``(C_out, K)·(K, batch·P)``, ``dW = dy colsᵀ``
+    and ``dcols = W₂ᵀ dy``.
     """
+    if workload.arch is not None:
+        return _network_products(workload, batch)
     out: list[Product] = []
     for i, (n_in, n_out) in enumerate(workload.layers):
         out.append(((batch, n_in), (n_in, n_out), False, False))  # z = x @ W
@@ -111,9 +165,51 @@ def gemm_products(workload: Workload, batch: int) -> list[Product]:
     return out
 
 
+def _network_products(workload: Workload, batch: int) -> list[Product]:
+    """:func:`gemm_products` of a convolutional workload, from its network's layers."""
+    from ..layers import output_shape
+
+    net = network(workload)
+    shape: tuple[Any, ...] = workload.in_shape
+    out: list[Product] = []
+    first = True
+    for layer in net.config["layers"]:
+        part = _layer_of(layer)
+        after = output_shape(part, shape)
+        if layer["name"] == "dense":
+            n_in, n_out = layer["n_in"], layer["n_out"]
+            out.append(((batch, n_in), (n_in, n_out), False, False))
+            out.append(((batch, n_in), (batch, n_out), True, False))
+            if not first:
+                out.append(((batch, n_out), (n_in, n_out), False, True))
+            first = False
+        elif layer["name"] in ("conv1d", "conv2d"):
+            k = layer["in_channels"] * int(np.prod(
+                np.broadcast_to(layer["kernel_size"], (len(shape) - 1,))))
+            c_out = layer["out_channels"]
+            cells = batch * math.prod(int(n or 0) for n in after[1:])
+            out.append(((c_out, k), (k, cells), False, False))  # y = W2 @ cols
+            out.append(((c_out, cells), (k, cells), False, True))  # dW = dy @ cols.T
+            if not first:
+                out.append(((c_out, k), (c_out, cells), True, False))  # dcols = W2.T @ dy
+            first = False
+        shape = after
+    return out
+
+
+def _layer_of(config: dict[str, Any]) -> Any:
+    from ..layers import from_config
+
+    return from_config(config)
+
+
 def step_flops(workload: Workload, batch: int) -> int:
     """Floating-point operations of the step's matrix products: ``2·m·n·k`` each,
     three products per layer but two for the first."""
+    if workload.arch is not None:
+        return sum(2 * (a[1] if a_t else a[0]) * (a[0] if a_t else a[1]) *
+                   (b[0] if b_t else b[1]) for a, b, a_t, b_t in _network_products(
+                       workload, batch))
     return sum(
         2 * batch * n_in * n_out * (2 if i == 0 else 3)
         for i, (n_in, n_out) in enumerate(workload.layers)
@@ -124,6 +220,8 @@ def describe(workload: Workload) -> dict[str, Any]:
     """A JSON-able description of a workload, for the results files."""
     return {
         "sizes": list(workload.sizes),
+        **({"arch": workload.arch, "in_shape": list(workload.in_shape)}
+           if workload.arch is not None else {}),
         "activation": workload.activation,
         "optimizer": workload.optimizer,
         "lr": workload.lr,

@@ -73,6 +73,10 @@ def load_dataset(spec: str | os.PathLike[str] = "digits") -> Dataset:
         * ``"xor"``: the four XOR patterns (2 features, labels 0 1 1 0).
         * ``"patterns"``: the 3-4-1 patterns ``[0,0,1] [1,1,1] [1,0,1] [0,1,1]``
           with labels 0 1 1 0.
+        * ``"mnist1d"``: MNIST-1D (Greydanus & Kobak), built locally by the
+          ``mnist1d`` package: 4000 × 40 training signals and its own 1000 test
+          signals, 10 classes; ``"mnist1d:PATH"`` caches the arrays in PATH
+          (see :mod:`bpcore.data.mnist1d`).
         * ``"mnist:PATH"`` / ``"fashion-mnist:PATH"``: PATH is a directory with
           the four IDX files (``train-images-idx3-ubyte`` etc., each optionally
           ``.gz``) or a Keras-layout ``mnist.npz`` (``x_train, y_train, x_test,
@@ -116,6 +120,12 @@ def load_dataset(spec: str | os.PathLike[str] = "digits") -> Dataset:
     if word == "patterns":
         X = np.array([[0, 0, 1], [1, 1, 1], [1, 0, 1], [0, 1, 1]], dtype=np.float64)
         return Dataset(X, np.array([0, 1, 1, 0], dtype=np.int64), 2, "patterns")
+    if word == "mnist1d" or word.startswith("mnist1d:"):
+        from .mnist1d import load_mnist1d
+
+        cache = word.partition(":")[2] or None
+        a = load_mnist1d(cache)
+        return Dataset(a["x"], a["y"], 10, "mnist1d", a["x_test"], a["y_test"])
     for kind in ("mnist", "fashion-mnist"):
         if word.startswith(kind + ":"):
             where = word[len(kind) + 1:]
@@ -128,7 +138,7 @@ def load_dataset(spec: str | os.PathLike[str] = "digits") -> Dataset:
     if path.suffix.lower() in (".npz", ".csv") or path.exists():
         return _load_file(path)
     raise DataError(
-        f"unknown data set {spec!r}; use one of {', '.join(BUILTIN)}, mnist:DIR, "
+        f"unknown data set {spec!r}; use one of {', '.join(BUILTIN)}, mnist1d, mnist:DIR, "
         "fashion-mnist:DIR, or a path to a .npz or .csv file"
     )
 

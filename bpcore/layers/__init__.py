@@ -1,8 +1,9 @@
-"""Layers: the protocol, dense layers, activations, and networks built from them."""
+"""Layers: the protocol, dense and convolutional layers, pooling, activations, and
+networks built from them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -33,18 +34,72 @@ from .activations import (
     tanh_backward,
     tanh_forward,
 )
-from .core import Layer, Params, positive_int, sequential
+from .conv import (
+    ConvCache,
+    conv1d,
+    conv1d_backward,
+    conv1d_forward,
+    conv2d,
+    conv2d_backward,
+    conv2d_forward,
+)
+from .core import (
+    Context,
+    Layer,
+    Params,
+    Shape,
+    output_shape,
+    parallel,
+    positive_int,
+    residual,
+    sequential,
+)
 from .dense import DenseCache, dense, dense_backward, dense_forward
+from .dropout import dropout
+from .embedding import embedding
+from .norm import batch_norm, layer_norm
+from .pool import (
+    PoolCache,
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool_backward,
+    avg_pool_forward,
+    max_pool1d,
+    max_pool2d,
+    max_pool_backward,
+    max_pool_forward,
+)
+from .recurrent import LAYERS as _RECURRENT  # rnn, gru, lstm, bidirectional
+from .reshape import flatten, reshape, reshape_backward, reshape_forward
 
 __all__ = [
     "ACTIVATIONS",
+    "LAYERS",
+    "Context",
+    "ConvCache",
     "DenseCache",
     "Layer",
     "Params",
+    "PoolCache",
+    "Shape",
     "activation",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool_backward",
+    "avg_pool_forward",
+    "batch_norm",
+    "conv1d",
+    "conv1d_backward",
+    "conv1d_forward",
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_forward",
     "dense",
     "dense_backward",
     "dense_forward",
+    "dropout",
+    "embedding",
+    "flatten",
     "from_config",
     "gelu",
     "gelu_backward",
@@ -52,13 +107,24 @@ __all__ = [
     "identity",
     "identity_backward",
     "identity_forward",
+    "layer_norm",
     "leaky_relu",
     "leaky_relu_backward",
     "leaky_relu_forward",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool_backward",
+    "max_pool_forward",
     "mlp",
+    "output_shape",
+    "parallel",
     "relu",
     "relu_backward",
     "relu_forward",
+    "reshape",
+    "reshape_backward",
+    "reshape_forward",
+    "residual",
     "sequential",
     "sigmoid",
     "sigmoid_backward",
@@ -123,15 +189,42 @@ def mlp(
     return sequential(*layers)
 
 
+#: Layer kinds by config name (besides ``sequential`` and the activations):
+#: ``from_config`` calls ``LAYERS[name](**config_without_name)``.
+LAYERS: dict[str, Callable[..., Layer]] = {
+    "dense": dense,
+    "conv1d": conv1d,
+    "conv2d": conv2d,
+    "max_pool1d": max_pool1d,
+    "max_pool2d": max_pool2d,
+    "avg_pool1d": avg_pool1d,
+    "avg_pool2d": avg_pool2d,
+    "flatten": flatten,
+    "reshape": reshape,
+    "layer_norm": layer_norm,
+    "batch_norm": batch_norm,
+    "dropout": dropout,
+    "embedding": embedding,
+    **_RECURRENT,
+}
+
+
 def from_config(config: dict[str, Any]) -> Layer:
     """Rebuild a layer (or a whole network) from its ``Layer.config``."""
     try:
         name = config["name"]
         if name == "sequential":
             return sequential(*(from_config(c) for c in config["layers"]))
+        if name == "residual":
+            return residual(from_config(config["layer"]))
+        if name == "parallel":
+            return parallel(*(from_config(c) for c in config["layers"]),
+                            combine=config["combine"])
         if name == "dense":
             return dense(config["n_in"], config["n_out"], init=config.get("init", "glorot_uniform"))
         kwargs = {k: v for k, v in config.items() if k != "name"}
+        if isinstance(name, str) and name in LAYERS:
+            return LAYERS[name](**kwargs)
         return activation(name, **kwargs)
     except (KeyError, TypeError) as exc:
         raise SettingError(f"not a bpcore layer config ({exc}): {config!r}") from None

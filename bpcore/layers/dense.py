@@ -11,6 +11,7 @@ import numpy as np
 from ..backend import Array, namespace
 from ..dispatch import Binding, Workspace, specializes
 from ..init import as_generator, initializer, zeros
+from . import _weights
 from .core import Layer, Params, positive_int
 
 __all__ = ["DenseCache", "dense", "dense_backward", "dense_forward"]
@@ -131,7 +132,9 @@ def dense(
         Input and output feature counts.
     init : str
         Weight initializer: ``glorot_uniform`` (default), ``glorot_normal``,
-        ``he_uniform``, ``he_normal`` (see :mod:`bpcore.init`). Biases start at zero.
+        ``he_uniform``, ``he_normal`` (see :mod:`bpcore.init`); biases start at
+        zero. ``torch``: PyTorch's ``nn.Linear`` default, ``W`` and ``b`` both
+        uniform in ``±1/√n_in``.
 
     Examples
     --------
@@ -142,13 +145,18 @@ def dense(
     ((3, 2), (2,))
     """
     n_in, n_out = positive_int(n_in, "dense(): n_in"), positive_int(n_out, "dense(): n_out")
-    w_init = initializer(init)
+    torch_init = init == "torch"  # PyTorch's nn.Linear default: W and b in ±1/√n_in
+    w_init = None if torch_init else initializer(init)
 
     def init_params(
         rng: int | np.random.Generator | None = None, *,
         xp: ModuleType | None = None, dtype: Any = None, device: Any = None,
     ) -> Params:
         rng = as_generator(rng)  # a seed works too, as in the example above
+        if w_init is None:
+            W, b = _weights.draw("torch", rng, (n_in, n_out), n_out, n_in, n_out, xp=xp,
+                                 dtype=dtype, device=device)
+            return {"W": W, "b": b}
         W = w_init(rng, (n_in, n_out), xp=xp, dtype=dtype, device=device)
         return {"W": W, "b": zeros(rng, (n_out,), xp=xp, dtype=dtype, device=device)}
 

@@ -1,0 +1,143 @@
+"""MNIST-1D (bpcore/data/mnist1d.py), architecture strings (bpcore/layers/arch.py)
+and ``bpcore train --data mnist1d --arch ...`` (bpcore/commands/train.py)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bpcore as bp
+from bpcore.cli import main
+from bpcore.commands.train import MNIST1D_CNN, MNIST1D_MLP
+from bpcore.data import load_dataset
+from bpcore.data.mnist1d import load_mnist1d
+from bpcore.layers import output_shape
+from bpcore.layers.arch import build
+
+pytest.importorskip("mnist1d", reason='MNIST-1D needs pip install "bpcore[mnist1d]"')
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data set built once for this module (about 3 s), as a cache file."""
+    path = tmp_path_factory.mktemp("mnist1d") / "mnist1d.npz"
+    load_mnist1d(path)
+    return path
+
+
+def test_built_locally_as_the_paper_has_it(cache: Path) -> None:
+    np.random.seed(5)  # noqa: NPY002 (the global generator a user may rely on)
+    random.seed(5)
+    want = (np.random.rand(), random.random())  # noqa: NPY002
+    np.random.seed(5)  # noqa: NPY002
+    random.seed(5)
+    fresh = load_mnist1d()  # built in memory: make_dataset seeds the globals...
+    assert (np.random.rand(), random.random()) == want  # noqa: NPY002  (...put back)
+    cached = load_mnist1d(cache)
+    for k in ("x", "y", "x_test", "y_test"):
+        np.testing.assert_array_equal(cached[k], fresh[k])
+    assert fresh["x"].shape == (4000, 40) and fresh["x_test"].shape == (1000, 40)
+    assert np.bincount(fresh["y"]).min() > 350  # ten balanced classes
+    ds = load_dataset(f"mnist1d:{cache}")
+    assert (ds.name, ds.n_classes, ds.X_test.shape) == ("mnist1d", 10, (1000, 40))
+
+
+def test_a_bad_cache_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "m.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(bp.DataError, match=r"m.npz: not an MNIST-1D cache written by bpcore"):
+        load_mnist1d(bad)
+
+
+def test_the_papers_networks_from_their_strings() -> None:
+    cnn = build(MNIST1D_CNN, (40,))
+    assert [c["name"] for c in cnn.config["layers"]][:2] == ["reshape", "conv1d"]
+    assert output_shape(cnn, (40,)) == (10,)
+    assert [tuple(p["W"].shape) for p in cnn.init(0) if p] == [
+        (25, 1, 5), (25, 25, 3), (25, 25, 3), (125, 10)]
+    mlp = build(MNIST1D_MLP, (40,))
+    assert [c["name"] for c in mlp.config["layers"]] == ["dense", "relu", "residual", "dense"]
+    other = build("conv2d(4, 3, padding=1), batch_norm, relu, max_pool2d(2), flatten, "
+                  "dropout(0.1), layer_norm, parallel(dense(3), dense(3), combine='sum')",
+                  (1, 8, 8))
+    assert output_shape(other, (1, 8, 8)) == (3,)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("dens(10)", r"unknown layer 'dens' \(did you mean dense\?\)"),
+        ("dense(10", r"cannot read the architecture at character 9: dense\(10>>>"),
+        ("dense(n)", r"dense\(n\): arguments must be numbers, strings or tuples, got 'n'"),
+        ("dense(10, bias=False)", r"dense\(10, bias=False\): dense\(\) got an unexpected"),
+        ("conv1d(3)", r"conv1d\(\) missing 1 required positional argument: 'kernel_size'"),
+        ("conv2d(3, 3)", r"conv2d takes samples of shape \(channels, height, width\) but "
+         r"gets \(40,\); put reshape\(...\) before it"),
+        ("conv1d(3, 5), dense(2)", r"dense takes flat samples but gets \(3, 36\): put flatten"),
+        ("residual(dense(5))", r"residual\(\): the block maps inputs of shape \(40,\) to \(5,\)"),
+        ("__import__('os').system('x')", r"is not a layer"),
+        ("conv1d(3, 50)", r"input size 40 \(padded 40\) is smaller than the kernel's span 50"),
+        ("", "an architecture is a comma-separated list of layers"),
+    ],
+)
+def test_bad_architecture_strings_say_what_is_wrong(spec: str, message: str) -> None:
+    with pytest.raises(bp.SettingError, match=message):
+        build(spec, (40,))
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["train", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_command_on_mnist1d(cache: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    data = f"mnist1d:{cache}"
+    code, out, _ = _run(capsys, "--data", data, "--epochs", "2", "--quiet", "--save",
+                        str(tmp_path / "cnn.npz"))
+    assert code == 0 and re.search(r"test accuracy [0-9.]+% \(\d+/1000\) on mnist1d", out)
+    ck = bp.Model.load(tmp_path / "cnn.npz")
+    assert ck.extra["run"]["arch"] == MNIST1D_CNN and ck.extra["run"]["scaling"] == "none"
+    assert ck.epoch == 2 and ck.batch_size == 100
+    # resumed: the arch kept; a different one refused
+    code, out, _ = _run(capsys, "--resume", str(tmp_path / "cnn.npz"), "--epochs", "3",
+                        "--quiet", "--data", data)
+    assert code == 0 and "test accuracy" in out
+    code, _, err = _run(capsys, "--resume", str(tmp_path / "cnn.npz"), "--arch", MNIST1D_MLP,
+                        "--quiet")
+    assert code == 2 and "--arch" in err and "contradicts the resumed run" in err
+    # the MLP by its string, and a JSON config
+    code, out, _ = _run(capsys, "--data", data, "--epochs", "1", "--quiet", "--arch",
+                        MNIST1D_MLP)
+    assert code == 0 and "test accuracy" in out
+    config = tmp_path / "net.json"
+    config.write_text(json.dumps(build("flatten,dense(10)", (40,)).config))
+    code, out, _ = _run(capsys, "--data", data, "--epochs", "1", "--quiet", "--arch",
+                        str(config))
+    assert code == 0 and "test accuracy" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arch", "dense(100),relu,dense(9)"], r"--arch gives 9 outputs per sample but "
+         r"mnist1d has 10 classes: end it with dense\(10\)"),
+        (["--arch", "dense(10)", "--layers", "40,10"], r"--arch describes the whole network: "
+         r"drop --layers"),
+        (["--activation", "tanh"], r"--activation shapes a --layers network; on mnist1d"),
+        (["--arch", "dense(10),relux"], r"--arch: unknown layer 'relux' \(did you mean relu\?\)"),
+        (["--arch", "missing.json"], r"--arch missing.json: cannot read the file"),
+    ],
+)
+def test_train_command_refuses_bad_architectures(
+    cache: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = _run(capsys, "--data", f"mnist1d:{cache}", "--epochs", "1", *args)
+    assert code == 2
+    assert re.search(message, err), err
