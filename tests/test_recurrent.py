@@ -730,3 +730,20 @@ def test_docstring_examples_run() -> None:
                                            "global_norm": global_norm}):
             runner.run(test)
         assert runner.failures == 0 and runner.tries >= 3
+
+
+def test_recurrent_layers_are_top_level_and_a_model_round_trips_a_checkpoint(
+    tmp_path: Any,
+) -> None:
+    assert (bp.rnn, bp.gru, bp.lstm, bp.bidirectional) == (
+        bp.layers.rnn, bp.layers.gru, bp.layers.lstm, bp.layers.bidirectional)
+    net = bp.sequential(bp.bidirectional(bp.gru(1, 3)), bp.flatten(), bp.dense(2 * 3 * 8, 4))
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 8, 1)), rng.integers(0, 4, 20)
+    model = bp.Model(net, optimizer="adam", lr=1e-2, batch_size=10, scaling="none",
+                     dtype="float64")
+    model.fit(X, y, epochs=2, verbose=0)
+    model.save(tmp_path / "gru.npz")
+    loaded = bp.Model.load(tmp_path / "gru.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert loaded.epoch == 2

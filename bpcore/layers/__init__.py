@@ -70,10 +70,15 @@ from .pool import (
     max_pool_forward,
 )
 from .recurrent import LAYERS as _RECURRENT  # rnn, gru, lstm, bidirectional
+from .recurrent import bidirectional, gru, lstm, rnn
 from .reshape import flatten, reshape, reshape_backward, reshape_forward
 
 __all__ = [
     "ACTIVATIONS",
+    "bidirectional",
+    "gru",
+    "lstm",
+    "rnn",
     "LAYERS",
     "Context",
     "ConvCache",
