@@ -61,7 +61,7 @@ def _random_conv_cases(ndim: int, n: int, seed: int) -> list[tuple[Any, ...]]:
 ALL_1D = CASES_1D + _random_conv_cases(1, 4, seed=11)
 ALL_2D = CASES_2D + _random_conv_cases(2, 4, seed=12)
 #: JAX compiles every operation for every new shape when it runs eagerly: fewer cases there
-JAX_CASES = {1: [CASES_1D[1], CASES_1D[2]], 2: [CASES_2D[1]]}
+JAX_CASES = {1: [CASES_1D[2]], 2: [CASES_2D[1]]}
 
 
 def _cases(xp: ModuleType, ndim: int) -> list[tuple[Any, ...]]:
@@ -217,6 +217,10 @@ def test_gradient_check_rejects_a_flipped_kernel(xp: ModuleType) -> None:
 def test_outputs_stay_on_the_input_backend(xp: ModuleType, ndim: int) -> None:
     """In float32 (float64 everywhere else), on the input's device; nothing written to;
     ``need_dx=False`` skips ``dx`` only."""
+    if ndim == 2 and backend_name(xp) == "jax":
+        pytest.skip("JAX: the 1-D case (eager JAX compiles every operation of the 2-D "
+                    "kernels anew in float32: seconds; the 2-D kernels are checked on JAX in "
+                    "float64 by the other tests)")
     case = CASES_1D[1] if ndim == 1 else CASES_2D[1]
     h = _host_inputs(case)
     params, x, y, cache = _run(xp, ndim, h, "float32")

@@ -23,26 +23,36 @@ pytest.importorskip("mnist1d", reason='MNIST-1D needs pip install "bpcore[mnist1
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The data set built once for this module (about 3 s), as a cache file."""
-    path = tmp_path_factory.mktemp("mnist1d") / "mnist1d.npz"
-    load_mnist1d(path)
-    return path
-
-
-def test_built_locally_as_the_paper_has_it(cache: Path) -> None:
+def built() -> dict[str, np.ndarray]:
+    """The data set built once for this module (about 3 s), in memory; the global
+    generators that make_dataset seeds are put back as they were."""
     np.random.seed(5)  # noqa: NPY002 (the global generator a user may rely on)
     random.seed(5)
     want = (np.random.rand(), random.random())  # noqa: NPY002
     np.random.seed(5)  # noqa: NPY002
     random.seed(5)
-    fresh = load_mnist1d()  # built in memory: make_dataset seeds the globals...
-    assert (np.random.rand(), random.random()) == want  # noqa: NPY002  (...put back)
+    arrays = load_mnist1d()
+    assert (np.random.rand(), random.random()) == want  # noqa: NPY002
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def cache(built: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same arrays as a cache file (as load_mnist1d(path) writes it)."""
+    from bpcore.data.mnist1d import _write
+
+    path = tmp_path_factory.mktemp("mnist1d") / "mnist1d.npz"
+    _write(path, built)
+    return path
+
+
+def test_built_locally_as_the_paper_has_it(built: dict[str, np.ndarray], cache: Path,
+                                           tmp_path: Path) -> None:
     cached = load_mnist1d(cache)
     for k in ("x", "y", "x_test", "y_test"):
-        np.testing.assert_array_equal(cached[k], fresh[k])
-    assert fresh["x"].shape == (4000, 40) and fresh["x_test"].shape == (1000, 40)
-    assert np.bincount(fresh["y"]).min() > 350  # ten balanced classes
+        np.testing.assert_array_equal(cached[k], built[k])
+    assert built["x"].shape == (4000, 40) and built["x_test"].shape == (1000, 40)
+    assert np.bincount(built["y"]).min() > 350  # ten balanced classes
     ds = load_dataset(f"mnist1d:{cache}")
     assert (ds.name, ds.n_classes, ds.X_test.shape) == ("mnist1d", 10, (1000, 40))
 

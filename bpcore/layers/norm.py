@@ -164,7 +164,7 @@ def batch_norm_forward(
         xhat = (x - mean) * rstd
         return gamma * xhat + beta, NormCache(xhat, rstd, axes, False), state
     xhat, rstd, mu, var = normalize(x, axes, eps, xp=xp)
-    n = math.prod(x.shape[i] for i in axes)
+    n = math.prod([int(x.shape[i]) for i in axes])  # a list: torch.compile traces no generators
     unbiased = xp.reshape(var, (-1,)) * (n / max(n - 1, 1))
     new = {"mean": (1.0 - momentum) * state["mean"] + momentum * xp.reshape(mu, (-1,)),
            "var": (1.0 - momentum) * state["var"] + momentum * unbiased}
