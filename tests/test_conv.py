@@ -113,7 +113,9 @@ def test_conv_matches_torch_autograd(xp: ModuleType, torch: ModuleType, ndim: in
 
 def _pool_cases(ndim: int, n: int, seed: int) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
-    out = []
+    # first, windows that tile the input (the reshape path), with a tail none covers
+    out = [{"shape": (2, 3, 9, 7)[:2 + ndim], "kernel_size": (2, 3)[:ndim],
+            "stride": (2, 3)[:ndim], "padding": (0,) * ndim, "dilation": (1,) * ndim}]
     for i in range(n):
         k = tuple(int(v) for v in rng.integers(1, 4, ndim))
         s = tuple(int(v) for v in rng.integers(1, 4, ndim))
@@ -353,3 +355,23 @@ def test_conv_init_uses_pytorch_fans(init: str) -> None:
         assert np.std(W) == pytest.approx(np.sqrt(2 / (fan_in + fan_out)), rel=0.05)
     else:
         assert np.max(np.abs(W)) <= bound and np.max(np.abs(W)) > 0.95 * bound
+
+
+def test_numpy_max_pool_specialization_matches_the_portable_kernel() -> None:
+    fast_fwd = specializations(pool_mod.max_pool_forward)["numpy"]
+    fast_bwd = specializations(pool_mod.max_pool_backward)["numpy"]
+    rng = np.random.default_rng(9)
+    for shape, geometry in (((2, 3, 9, 7), {"kernel_size": (2, 3)}),  # tiled, a tail left
+                            ((2, 2, 11), {"kernel_size": 3}),
+                            ((2, 2, 8, 8), {"kernel_size": 3, "stride": 2, "padding": 1})):
+        x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32)  # no ties
+        y, cache = pool_mod.max_pool_forward(x, **geometry)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        want = pool_mod.max_pool_backward(cache, dy)
+        for ws in (None, Workspace(np)):
+            fy, fcache = fast_fwd(x, **geometry, ws=ws)
+            np.testing.assert_array_equal(fy, y)
+            np.testing.assert_array_equal(fcache.argmax, cache.argmax)
+            for got in (fast_bwd(fcache, dy, ws=ws), fast_bwd(cache, dy),
+                        pool_mod.max_pool_backward(fcache, dy)):
+                np.testing.assert_array_equal(got, want)

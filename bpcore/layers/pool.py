@@ -7,6 +7,9 @@ and its adjoint (:func:`~bpcore.layers.conv.col2im`):
   padding; the backward pass routes each ``dy`` to the first position of its
   window that holds the maximum (PyTorch's choice on ties):
   ``dx = col2im(onehot(argmax) · dy)``;
+* windows that tile the input (stride = kernel, no padding or dilation, the
+  common ``max_pool2d(2)``) are a reshape of it: no window gather then, the
+  same numbers;
 * **average pooling** ``y[n, c, o] = Σ_j x_pad[n, c, o·s + j] / m`` with zero
   padding and ``m`` the window size (``count_include_pad=True``, PyTorch's
   default) or the number of its entries inside the input (``False``);
@@ -21,14 +24,17 @@ half the kernel (PyTorch's rule, so that no window is all padding).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from types import ModuleType
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from ..backend import Array, device_of, namespace
-from ..dispatch import Binding
+from ..dispatch import Binding, Workspace, output, specializes
 from ..errors import SettingError, ShapeError
-from .conv import IntOrTuple, _ints, col2im, conv_output_shape, im2col
+from .conv import IntOrTuple, _ints, _pad, col2im, conv_output_shape, im2col
 from .core import Layer, Params, Shape, show_shape
 
 __all__ = [
@@ -78,6 +84,44 @@ def _check_input(x: Array, ndim: int, where: str) -> None:
                          f"{tuple(x.shape)}")
 
 
+def _tiled(k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...],
+           d: tuple[int, ...]) -> bool:
+    """Windows that tile the input (stride = kernel, no padding or dilation): then
+    they are a reshape of the input, and no window gather is needed."""
+    return s == k and not any(p) and all(v == 1 for v in d)
+
+
+def _tiles(x: Array, k: tuple[int, ...], xp: ModuleType) -> Array:
+    """``(batch, C, *out, prod(k))``: each tile's entries in row-major order (the
+    order of :func:`~bpcore.layers.conv.im2col`'s offsets), the tail that no
+    window covers dropped."""
+    batch, c = x.shape[:2]
+    out = [n // kk for n, kk in zip(x.shape[2:], k)]
+    kept = (slice(None), slice(None), *(slice(0, o * kk) for o, kk in zip(out, k)))
+    x = x[kept]
+    split = [v for o, kk in zip(out, k) for v in (o, kk)]  # (o0, k0, o1, k1, ...)
+    x = xp.reshape(x, (batch, c, *split))
+    n = len(k)
+    x = xp.permute_dims(x, (0, 1, *range(2, 2 + 2 * n, 2), *range(3, 3 + 2 * n, 2)))
+    return xp.reshape(x, (batch, c, *out, math.prod(k)))
+
+
+def _untile(t: Array, spatial: tuple[int, ...], k: tuple[int, ...], xp: ModuleType) -> Array:
+    """The adjoint of :func:`_tiles`: ``(batch, C, *out, prod(k))`` back to ``(batch,
+    C, *spatial)``, zeros where no window reaches."""
+    batch, c = t.shape[:2]
+    out = t.shape[2:-1]
+    n = len(k)
+    t = xp.reshape(t, (batch, c, *out, *k))
+    order = [0, 1]
+    for i in range(n):
+        order += [2 + i, 2 + n + i]
+    t = xp.reshape(xp.permute_dims(t, tuple(order)),
+                   (batch, c, *(o * kk for o, kk in zip(out, k))))
+    pads = [(0, n_ - o * kk) for n_, o, kk in zip(spatial, out, k)]
+    return _pad(t, pads, 0.0, xp) if any(b for _, b in pads) else t
+
+
 def max_pool_forward(
     x: Array, *, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0, dilation: IntOrTuple = 1, xp: ModuleType | None = None,
@@ -96,6 +140,10 @@ def max_pool_forward(
     ndim = x.ndim - 2
     _check_input(x, ndim, "max_pool")
     k, s, p, d = _geometry(ndim, kernel_size, stride, padding, dilation, "max_pool")
+    if _tiled(k, s, p, d):
+        tiles = _tiles(x, k, xp)
+        return xp.max(tiles, axis=-1), PoolCache(
+            xp.argmax(tiles, axis=-1), None, tuple(x.shape), k, s, p, d)
     cols = im2col(x, k, stride=s, padding=p, dilation=d, pad_value=-math.inf, xp=xp)
     return xp.max(cols, axis=2), PoolCache(
         xp.argmax(cols, axis=2), None, tuple(x.shape), k, s, p, d)
@@ -107,11 +155,15 @@ def max_pool_backward(cache: PoolCache, dy: Array, *, xp: ModuleType | None = No
     xp = namespace(dy, xp=xp)
     assert cache.argmax is not None
     K = math.prod(cache.kernel_size)
-    offsets = xp.reshape(xp.arange(K, dtype=cache.argmax.dtype, device=device_of(dy)),
-                         (1, 1, K) + (1,) * (dy.ndim - 2))
+    zero = xp.zeros((), dtype=dy.dtype, device=device_of(dy))
+    offsets = xp.arange(K, dtype=cache.argmax.dtype, device=device_of(dy))
+    if _tiled(cache.kernel_size, cache.stride, cache.padding, cache.dilation):
+        hit = xp.expand_dims(cache.argmax, axis=-1) == offsets
+        tiles = xp.where(hit, xp.expand_dims(dy, axis=-1), zero)
+        return _untile(tiles, cache.x_shape[2:], cache.kernel_size, xp)
+    offsets = xp.reshape(offsets, (1, 1, K) + (1,) * (dy.ndim - 2))
     hit = offsets == xp.expand_dims(cache.argmax, axis=2)
-    dcols = xp.where(hit, xp.expand_dims(dy, axis=2), xp.zeros((), dtype=dy.dtype,
-                                                                device=device_of(dy)))
+    dcols = xp.where(hit, xp.expand_dims(dy, axis=2), zero)
     return col2im(dcols, cache.x_shape[2:], cache.kernel_size, stride=cache.stride,
                   padding=cache.padding, dilation=cache.dilation, xp=xp)
 
@@ -135,6 +187,9 @@ def avg_pool_forward(
     ndim = x.ndim - 2
     _check_input(x, ndim, "avg_pool")
     k, s, p, d = _geometry(ndim, kernel_size, stride, padding, 1, "avg_pool")
+    if _tiled(k, s, p, d):
+        return xp.mean(_tiles(x, k, xp), axis=-1), PoolCache(
+            None, float(math.prod(k)), tuple(x.shape), k, s, p, d)
     cols = im2col(x, k, stride=s, padding=p, dilation=d, xp=xp)
     total = xp.sum(cols, axis=2)
     divisor: Array | float = float(math.prod(k))
@@ -148,8 +203,11 @@ def avg_pool_backward(cache: PoolCache, dy: Array, *, xp: ModuleType | None = No
     """``dx = col2im(dy / m)``: each ``dy`` spread evenly over its window."""
     xp = namespace(dy, xp=xp)
     assert cache.divisor is not None
-    share = xp.expand_dims(dy / cache.divisor, axis=2)
     K = math.prod(cache.kernel_size)
+    if _tiled(cache.kernel_size, cache.stride, cache.padding, cache.dilation):
+        tiles = xp.broadcast_to(xp.expand_dims(dy / cache.divisor, axis=-1), (*dy.shape, K))
+        return _untile(tiles, cache.x_shape[2:], cache.kernel_size, xp)
+    share = xp.expand_dims(dy / cache.divisor, axis=2)
     dcols = xp.broadcast_to(share, (*dy.shape[:2], K, *dy.shape[2:]))
     return col2im(dcols, cache.x_shape[2:], cache.kernel_size, stride=cache.stride,
                   padding=cache.padding, dilation=cache.dilation, xp=xp)
@@ -255,3 +313,64 @@ def avg_pool2d(kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
                padding: IntOrTuple = 0, count_include_pad: bool = True) -> Layer:
     """Average pooling over ``(H, W)`` of ``(batch, C, H, W)``, as ``torch.nn.AvgPool2d``."""
     return _avg_pool(2, kernel_size, stride, padding, count_include_pad)
+
+
+# --------------------------------------------------------------------------
+# NumPy: tiled max pooling as K strided views, no copies of the windows
+
+
+def _tile_views(a: Array, k: tuple[int, ...], out: tuple[int, ...]) -> list[Array]:
+    """The ``prod(k)`` strided views of ``a`` holding each tile's entry at one offset
+    (row-major offsets, as :func:`_tiles`)."""
+    views = []
+    for offset in itertools.product(*(range(kk) for kk in k)):
+        index = (slice(None), slice(None),
+                 *(slice(o, o + m * kk, kk) for o, m, kk in zip(offset, out, k)))
+        views.append(a[index])
+    return views
+
+
+@specializes(max_pool_forward, "numpy")
+def _max_pool_forward_numpy(
+    x: Array, *, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0, dilation: IntOrTuple = 1, xp: ModuleType | None = None,
+    ws: Workspace | None = None,
+) -> tuple[Array, PoolCache]:
+    """Tiled windows: the running maximum over the ``K`` strided views (the first
+    maximum kept, as ``argmax``), one pass each, nothing gathered; other
+    geometries: the portable kernel. MEASURE"""
+    ndim = x.ndim - 2
+    k, s, p, d = _geometry(ndim, kernel_size, stride, padding, dilation, "max_pool")
+    if x.ndim < 3 or not _tiled(k, s, p, d):
+        return max_pool_forward(x, kernel_size=kernel_size, stride=stride, padding=padding,
+                                dilation=dilation)
+    out = tuple(n // kk for n, kk in zip(x.shape[2:], k))
+    views = _tile_views(x, k, out)
+    y = output(ws, "y", (*x.shape[:2], *out), x.dtype, np.empty)
+    np.copyto(y, views[0])
+    arg = output(ws, "argmax", y.shape, np.intp, np.empty)
+    arg.fill(0)
+    greater = output(ws, "greater", y.shape, np.bool_, np.empty)
+    for j, v in enumerate(views[1:], 1):
+        np.greater(v, y, out=greater)
+        np.copyto(y, v, where=greater)
+        np.copyto(arg, j, where=greater)
+    return y, PoolCache(arg, None, tuple(x.shape), k, s, p, d)
+
+
+@specializes(max_pool_backward, "numpy")
+def _max_pool_backward_numpy(
+    cache: PoolCache, dy: Array, *, xp: ModuleType | None = None, ws: Workspace | None = None,
+) -> Array:
+    """Tiled windows: ``dy`` copied into the view of each offset where it was the
+    maximum, into a zeroed buffer; other geometries: the portable kernel. MEASURE"""
+    if not _tiled(cache.kernel_size, cache.stride, cache.padding, cache.dilation):
+        return max_pool_backward(cache, dy)
+    assert cache.argmax is not None
+    dx = output(ws, "dx", cache.x_shape, dy.dtype, np.empty)
+    dx.fill(0)
+    hit = output(ws, "hit", dy.shape, np.bool_, np.empty)
+    for j, target in enumerate(_tile_views(dx, cache.kernel_size, tuple(dy.shape[2:]))):
+        np.equal(cache.argmax, j, out=hit)
+        np.copyto(target, dy, where=hit)
+    return dx
