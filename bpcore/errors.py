@@ -21,6 +21,7 @@ __all__ = [
     "NonFiniteError",
     "SettingError",
     "ShapeError",
+    "StructureError",
 ]
 
 
@@ -74,3 +75,8 @@ class SettingError(BpcoreError, ValueError):
 
 class ArgumentError(BpcoreError, TypeError):
     """An argument of the wrong kind: not a layer, not a callable, not an array."""
+
+
+class StructureError(SettingError):
+    """Two trees that must match (parameters and gradients, parameters and an
+    optimizer's state) differ in their keys, lengths or nesting."""

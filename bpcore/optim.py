@@ -33,7 +33,7 @@ import numpy as np
 from . import cuda, tree
 from .backend import Array, is_mutable, namespace
 from .dispatch import cupy_kernels_enabled, specialization, specializes
-from .errors import BpcoreError, SettingError
+from .errors import BpcoreError
 from .values import real
 
 __all__ = [
@@ -448,6 +448,12 @@ def _clipped(update: Update, max_norm: float, xp: ModuleType | None) -> Update:
     return clipped_update
 
 
+#: The trees an update pairs, for :func:`bpcore.tree.aligned`'s errors.
+_ADAM_TREES = ("parameters", "gradients", "first moments (state.m)",
+               "second moments (state.v)")
+_SGD_TREES = ("parameters", "gradients", "momentum buffers (state.velocity)")
+
+
 def _bind(
     rule: SGDRule | AdamRule, xp: ModuleType, *, inplace: bool, own_grads: bool, fast: bool
 ) -> Update:
@@ -476,30 +482,28 @@ def _bind(
     same_arrays = inplace and (special is not None or mutable)
 
     def update(grads: Any, state: Any, params: Any) -> tuple[Any, Any]:
-        values = tree.leaves(params)
-        g = tree.leaves(grads)
+        # Gradients and state are paired with the parameters by path, not by
+        # position: dict keys may come in another order (a JAX pytree sorts them).
         if adam:
             count = state.count + 1
             args: tuple[Any, ...] = (adam_scalars(rule, count),)  # type: ignore[arg-type]
-            slots = [tree.leaves(state.m), tree.leaves(state.v)]
+            rows = tree.aligned(params, grads, state.m, state.v, names=_ADAM_TREES)
+        elif state.velocity is not None:
+            args, rows = (), tree.aligned(params, grads, state.velocity, names=_SGD_TREES)
         else:
-            args, slots = (), [] if state.velocity is None else [tree.leaves(state.velocity)]
-        if len(g) != len(values) or any(len(s) != len(values) for s in slots):
-            raise SettingError(
-                f"{len(g)} gradients for {len(values)} parameters; gradients and optimizer "
-                "state must have the parameters' structure"
-            )
+            args, rows = (), tree.aligned(params, grads, names=_SGD_TREES)
+        n_slots = len(rows[0]) - 2 if rows else (2 if adam else int(state.velocity is not None))
         if special is not None and inplace:  # the hot path: straight to the kernel
-            for cols in zip(g, values, *slots):
-                special(rule, *args, *cols, scratch=own_grads)
+            for p, g, *slots in rows:
+                special(rule, *args, g, p, *slots, scratch=own_grads)
             return params, (AdamState(count, state.m, state.v) if adam else state)
-        out = [leaf(args, *cols) for cols in zip(g, values, *slots)]
+        out = [leaf(args, g, p, *slots) for p, g, *slots in rows]
         if same_arrays:
             new_params, new_slots = params, [state.m, state.v] if adam else [state.velocity]
         else:
             new_params = tree.replace(params, [o[0] for o in out])
             new_slots = [tree.replace(params, [o[i] for o in out])
-                         for i in range(1, 1 + len(slots))] or [None]
+                         for i in range(1, 1 + n_slots)] or [None]
         if adam:
             return new_params, AdamState(count, *new_slots)
         return new_params, SGDState(new_slots[0])

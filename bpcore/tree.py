@@ -32,7 +32,10 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
+from .errors import StructureError
+
 __all__ = [
+    "aligned",
     "arrays",
     "first_array",
     "flatten",
@@ -120,6 +123,127 @@ def leaves(tree: Any) -> list[Any]:
         else:
             out.append(node)
     return out
+
+
+def _empty(node: Any) -> bool:
+    """``None`` or an empty container: a subtree without leaves."""
+    return node is None or (isinstance(node, (dict, list, tuple)) and not node)
+
+
+def aligned(ref: Any, *others: Any, names: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows ``(leaf of ref, leaf at the same path in each of others)``, in the
+    order of :func:`leaves` of ``ref``.
+
+    Dicts are matched by key, so their insertion orders may differ (the
+    parameters of a checkpoint or a JAX pytree, with sorted keys, meet
+    gradients in the layers' order); lists and tuples by position. One walk
+    over all the trees, no recursion: the optimizers call it every step.
+
+    Raises
+    ------
+    StructureError
+        Where the trees differ (a key missing or extra, a length, a leaf
+        against a container), naming the path and the trees by ``names``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = ({"W": np.ones(2), "b": np.zeros(1)},)
+    >>> g = ({"b": np.full(1, 5.0), "W": np.full(2, 3.0)},)
+    >>> [(a.shape, b.tolist()) for a, b in aligned(p, g)]
+    [((2,), [3.0, 3.0]), ((1,), [5.0])]
+    """
+    out: list[tuple[Any, ...]] = []
+    stack: list[tuple[Any, ...]] = [(ref, *others)]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        row = pop()
+        node = row[0]
+        if isinstance(node, dict):
+            n = len(node)
+            for o in row[1:]:
+                if not isinstance(o, dict) or len(o) != n:
+                    if not (n == 0 and _empty(o)):
+                        _mismatch(ref, others, names)
+            if n:
+                try:
+                    push(reversed([(v, *[o[k] for o in row[1:]]) for k, v in node.items()]))
+                except KeyError:
+                    _mismatch(ref, others, names)
+        elif isinstance(node, (list, tuple)):
+            n = len(node)
+            for o in row[1:]:
+                if not isinstance(o, (list, tuple)) or len(o) != n:
+                    if not (n == 0 and _empty(o)):
+                        _mismatch(ref, others, names)
+            if n:
+                push(reversed(list(zip(node, *row[1:]))))
+        elif node is None:
+            for o in row[1:]:
+                if not _empty(o) and leaves(o):
+                    _mismatch(ref, others, names)
+        else:
+            for o in row[1:]:
+                if o is None or isinstance(o, (dict, list, tuple)):
+                    _mismatch(ref, others, names)
+            out.append(row)
+    return out
+
+
+def _shape_of(node: Any) -> str:
+    """A node in words, for :func:`aligned`'s errors."""
+    if node is None:
+        return "nothing (None)"
+    if isinstance(node, dict):
+        return f"keys {sorted(map(str, node))}"
+    if isinstance(node, (list, tuple)):
+        return f"a {type(node).__name__} of {len(node)}"
+    return "a leaf"
+
+
+def _mismatch(ref: Any, others: tuple[Any, ...], names: tuple[str, ...]) -> None:
+    """Raise the :class:`StructureError` that names where ``others`` leave ``ref``'s structure."""
+    labels = [*names, *(f"tree {i + 1}" for i in range(len(names), len(others) + 1))]
+    first, rest = labels[0], labels[1:]
+
+    def differ(where: str, node: Any, other: Any, label: str) -> str:
+        return f"{where}, the {first} have {_shape_of(node)}, the {label} {_shape_of(other)}"
+
+    def walk(node: Any, other: Any, path: str, label: str) -> str | None:
+        where = f"at {path!r}" if path else "at the top"
+        if _empty(node) and _empty(other):
+            return None
+        if isinstance(node, dict):
+            if not isinstance(other, dict):
+                return differ(where, node, other, label)
+            missing = [k for k in node if k not in other]
+            extra = [k for k in other if k not in node]
+            if missing or extra:
+                return (f"{where}, the {first} have keys {sorted(map(str, node))}, the {label} "
+                        f"{sorted(map(str, other))}")
+            for k, v in node.items():
+                found = walk(v, other[k], f"{path}/{k}" if path else str(k), label)
+                if found:
+                    return found
+            return None
+        if isinstance(node, (list, tuple)):
+            if not isinstance(other, (list, tuple)) or len(other) != len(node):
+                return differ(where, node, other, label)
+            for i, (v, o) in enumerate(zip(node, other)):
+                found = walk(v, o, f"{path}/{i}" if path else str(i), label)
+                if found:
+                    return found
+            return None
+        if node is None or other is None or isinstance(other, (dict, list, tuple)):
+            return differ(where, node, other, label)
+        return None
+
+    for other, label in zip(others, rest):
+        found = walk(ref, other, "", label)
+        if found:
+            raise StructureError(
+                f"{found}; they must have the same structure (dict keys in any order)")
+    raise StructureError(f"the {', '.join(rest)} do not have the structure of the {first}")
 
 
 def arrays(tree: Any) -> list[Any]:

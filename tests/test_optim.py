@@ -232,3 +232,84 @@ def test_optimizers_by_name() -> None:
     assert opt.config["lr"] == 0.5
     assert bp.get_optimizer("momentum").config["momentum"] == 0.9
     assert bp.get_optimizer("sgd", lr=0.1, momentum=0.9, nesterov=True).name == "nesterov"
+
+
+# --------------------------------------------------------------------------
+# gradients and state are paired with the parameters by path
+
+
+def _reversed_keys(tree: Any) -> Any:
+    """The tree with every dict's keys in reverse insertion order."""
+    if isinstance(tree, dict):
+        return {k: _reversed_keys(tree[k]) for k in reversed(list(tree))}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_reversed_keys(v) for v in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_reversed_keys(v) for v in tree)
+    return tree
+
+
+def _update_how(opt: bp.Optimizer, xp: ModuleType, how: str) -> Callable[..., Any]:
+    if how == "functional":
+        return opt.update
+    if how == "inplace":
+        return lambda g, s, p: opt.update(g, s, p, inplace=True)
+    if how == "bound":  # the step driver's: in place, the gradients as scratch space
+        return opt.bind(xp, inplace=True, own_grads=True)
+    return opt.bind(xp, fast=False)  # portable kernels, functional
+
+
+@pytest.mark.parametrize("how", ["functional", "inplace", "bound", "portable"])
+@pytest.mark.parametrize("name", [*NAMES, "adam_clipped"])
+def test_gradients_and_state_pair_with_parameters_by_path_not_by_order(
+    xp: ModuleType, name: str, how: str
+) -> None:
+    make = (lambda: bp.adam(lr=0.05, clip_norm=0.5)) if name == "adam_clipped" \
+        else CONFIGS[name][0]
+    ref_opt, opt = make(), make()
+    ref_update, update = _update_how(ref_opt, xp, how), _update_how(opt, xp, how)
+    ref_params = _on(xp, _host_tree(0))
+    ref_state = ref_opt.init(ref_params)
+    params = _on(xp, _host_tree(0))
+    state = _reversed_keys(opt.init(params))  # e.g. a checkpoint's order
+    for step in range(3):
+        grads = _host_tree(1 + step)
+        ref_params, ref_state = ref_update(_on(xp, grads), ref_state, ref_params)
+        # the gradients' dicts in the other order: {"b": ..., "W": ...}
+        params, state = update(_on(xp, _reversed_keys(grads)), state, params)
+        assert list(params[0]) == ["W", "b"]  # the parameters keep their own order
+        for key in ("W", "b"):
+            for layer in (0, 2):
+                # equal but for the clipping's global norm, summed in another order
+                np.testing.assert_allclose(bp.to_numpy(params[layer][key]),
+                                           bp.to_numpy(ref_params[layer][key]), rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mismatched_gradients_or_state_raise_a_structure_error(
+    xp: ModuleType, name: str
+) -> None:
+    opt = CONFIGS[name][0]()
+    params = _on(xp, _host_tree(0))
+    state = opt.init(params)
+    grads = _on(xp, _host_tree(1))
+    missing = (grads[0], grads[1], {"W": grads[2]["W"]})
+    renamed = (grads[0], grads[1], {"W": grads[2]["W"], "bias": grads[2]["b"]})
+    short = grads[:2]
+    for bad, match in ((missing, r"at '2', the parameters have keys \['W', 'b'\], the "
+                                 r"gradients \['W'\]"),
+                       (renamed, r"the gradients \['W', 'bias'\]"),
+                       (short, r"at the top, the parameters have a tuple of 3, the "
+                               r"gradients a tuple of 2")):
+        for update in (opt.update, opt.bind(xp, inplace=True, own_grads=True)):
+            with pytest.raises(bp.errors.StructureError, match=match) as info:
+                update(bad, state, params)
+            assert isinstance(info.value, bp.BpcoreError)
+    if isinstance(state, bp.optim.AdamState):
+        bad_state = bp.optim.AdamState(state.count, state.m[:2], state.v)
+        with pytest.raises(bp.errors.StructureError, match=r"first moments \(state\.m\)"):
+            opt.update(grads, bad_state, params)
+    elif state.velocity is not None:
+        bad_state = bp.optim.SGDState({"W": state.velocity[0]["W"]})
+        with pytest.raises(bp.errors.StructureError, match=r"momentum buffers"):
+            opt.update(grads, bad_state, params)

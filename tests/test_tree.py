@@ -76,3 +76,19 @@ def test_is_array_on_every_backend(xp: ModuleType) -> None:
     a = bp.to_backend(np.ones(2))
     assert tree.is_array(a)
     assert not any(tree.is_array(v) for v in (1, 2.0, True, "s", None))
+
+
+def test_aligned_pairs_leaves_by_path_and_names_where_trees_differ() -> None:
+    ref = ({"W": np.ones(2), "b": np.zeros(1)}, {}, [np.arange(3.0)])
+    other = ({"b": np.full(1, 5.0), "W": np.full(2, 3.0)}, None, [np.arange(3.0) + 1])
+    rows = tree.aligned(ref, other)
+    assert [(a.shape, b.tolist()) for a, b in rows] == [
+        ((2,), [3.0, 3.0]), ((1,), [5.0]), ((3,), [1.0, 2.0, 3.0])]
+    assert [r[0] for r in rows] == tree.leaves(ref)  # in the order of leaves(ref)
+    bad = ({"W": np.ones(2)}, {}, [np.arange(3.0)])
+    with pytest.raises(bp.errors.StructureError,
+                       match=r"at '0', the params have keys \['W', 'b'\], the grads \['W'\]"):
+        tree.aligned(ref, bad, names=("params", "grads"))
+    with pytest.raises(bp.errors.StructureError,
+                       match=r"at '2/0', the tree 1 have a leaf, the tree 2 a list of 1"):
+        tree.aligned(ref, (ref[0], {}, [[np.ones(3)]]))
