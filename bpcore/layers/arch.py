@@ -17,6 +17,14 @@ inferred from the shape of the data, so only what a layer *makes* is written:
 ``residual(layer, layer, ...)``             ``y = x + f(x)``
 ``parallel(a, b, combine="sum")``           branches (a branch of several layers:
                                             ``sequential(a, b)``)
+``gru(hidden, return_sequences=True,``      the features per step from the input
+``truncate=, initial_state=, reverse=)``    ``(time, features)``; a flat ``(L,)``
+``lstm(hidden, ...)``, ``rnn(hidden, ...)`` sample is viewed as ``(L, 1)`` (L steps
+                                            of one value) by a first recurrent
+                                            layer; ``return_sequences=False``
+                                            keeps the last state only
+``bidirectional(gru(hidden, ...))``         both directions of one ``rnn``, ``gru``
+                                            or ``lstm``, outputs concatenated
 ==========================================  =====================================
 
 Arguments are Python literals (ints, floats, strings, tuples), positional or
@@ -28,7 +36,15 @@ the layer and says what is wrong. The MNIST-1D paper's CNN::
     conv1d(25,5,stride=2,padding=1),relu,conv1d(25,3,stride=2,padding=1),relu,
     conv1d(25,3,stride=2,padding=1),relu,flatten,dense(10)
 
-and its MLP ``dense(100),relu,residual(dense(100),relu),dense(10)``.
+its MLP ``dense(100),relu,residual(dense(100),relu),dense(10)``, and its GRU
+baseline (a bidirectional GRU of hidden size 6 over the 40 steps, every step's
+output flattened into a linear classifier)::
+
+    bidirectional(gru(6)),flatten,dense(10)
+
+A recurrent layer outputs ``(time, D·hidden)`` per sample (``D = 2`` when
+bidirectional), or ``(D·hidden,)`` with ``return_sequences=False``, so
+``lstm(32,return_sequences=False),dense(10)`` needs no ``flatten``.
 """
 
 from __future__ import annotations
@@ -48,9 +64,13 @@ from .dense import dense
 from .dropout import dropout
 from .norm import batch_norm, layer_norm
 from .pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
+from .recurrent import GATES, bidirectional
+from .recurrent import gru as _gru_layer
+from .recurrent import lstm as _lstm_layer
+from .recurrent import rnn as _rnn_layer
 from .reshape import flatten, reshape
 
-__all__ = ["MNIST1D_CNN", "MNIST1D_MLP", "NAMES", "build"]
+__all__ = ["MNIST1D_CNN", "MNIST1D_GRU", "MNIST1D_MLP", "NAMES", "build"]
 
 #: The MNIST-1D paper's networks (Greydanus & Kobak; greydanus/mnist1d, notebooks/models.py):
 #: ConvBase (three conv1d of 25 channels, kernels 5/3/3, stride 2, padding 1, then linear)
@@ -58,6 +78,8 @@ __all__ = ["MNIST1D_CNN", "MNIST1D_MLP", "NAMES", "build"]
 MNIST1D_CNN = ("conv1d(25,5,stride=2,padding=1),relu,conv1d(25,3,stride=2,padding=1),relu,"
                "conv1d(25,3,stride=2,padding=1),relu,flatten,dense(10)")
 MNIST1D_MLP = "dense(100),relu,residual(dense(100),relu),dense(10)"
+#: GRUBase: a bidirectional GRU (hidden 6) over the 40 steps, flattened (480) into a linear layer.
+MNIST1D_GRU = "bidirectional(gru(6)),flatten,dense(10)"
 
 
 def _known(shape: Shape, name: str, what: str) -> tuple[int, ...]:
@@ -106,6 +128,18 @@ def _plain(make: Callable[..., Layer]) -> Callable[..., Layer]:
     return build
 
 
+def _recurrent(kind: str) -> Callable[..., Layer]:
+    make = {"rnn": _rnn_layer, "gru": _gru_layer, "lstm": _lstm_layer}[kind]
+
+    def build(shape: Shape, hidden: int, **kw: Any) -> Layer:
+        if len(shape) != 2:
+            raise SettingError(f"{kind} takes samples of shape (time, features) but gets "
+                               f"{show_shape(shape)}; put reshape(time, features) before it")
+        return make(_known(shape[1:], kind, "features per step")[0], hidden, **kw)
+
+    return build
+
+
 def _reshape(shape: Shape, *sizes: Any) -> Layer:
     if len(sizes) == 1 and isinstance(sizes[0], tuple):
         sizes = sizes[0]
@@ -126,9 +160,10 @@ NAMES: dict[str, Callable[..., Layer]] = {
     "max_pool2d": _plain(max_pool2d),
     "avg_pool1d": _plain(avg_pool1d),
     "avg_pool2d": _plain(avg_pool2d),
+    **{kind: _recurrent(kind) for kind in GATES},
     **{name: _plain(make) for name, make in ACTIVATIONS.items()},
 }
-_COMPOSITES = ("residual", "parallel", "sequential")
+_COMPOSITES = ("residual", "parallel", "sequential", "bidirectional")
 
 
 def _literal(node: ast.expr, where: str) -> Any:
@@ -172,6 +207,8 @@ def _one(node: ast.expr, shape: Shape) -> tuple[list[Layer], Shape]:
         if name == "sequential":
             layers, out = _chain(args, shape)
             return [sequential(*layers)], out
+        if name == "bidirectional":
+            return _bidirectional(node, args, keywords, shape)
         if name == "residual":
             layers, _ = _chain(args, shape)
             block = residual(*layers)
@@ -194,10 +231,7 @@ def _one(node: ast.expr, shape: Shape) -> tuple[list[Layer], Shape]:
         if kw.arg is None:
             raise SettingError(f"{text}: ** is not allowed here")
         kwargs[kw.arg] = _literal(kw.value, text)
-    prefix: list[Layer] = []
-    if name == "conv1d" and len(shape) == 1:  # a flat signal is one channel
-        view = reshape((1, _known(shape, "conv1d", "length")[0]))
-        prefix, shape = [view], output_shape(view, shape)
+    prefix, shape = _flat_view(name, shape)
     try:
         layer = make(shape, *values, **kwargs)
         out = output_shape(layer, shape)
@@ -207,6 +241,38 @@ def _one(node: ast.expr, shape: Shape) -> tuple[list[Layer], Shape]:
     except BpcoreError as exc:
         raise SettingError(f"{text}: {exc}") from None
     return [*prefix, layer], out
+
+
+def _flat_view(name: str, shape: Shape) -> tuple[list[Layer], Shape]:
+    """A flat ``(L,)`` sample seen as one channel by a first conv1d, ``(1, L)``, or as
+    ``L`` steps of one value by a first recurrent layer, ``(L, 1)``."""
+    if len(shape) != 1 or name not in ("conv1d", *GATES):
+        return [], shape
+    length = _known(shape, name, "length")[0]
+    view = reshape((1, length) if name == "conv1d" else (length, 1))
+    return [view], output_shape(view, shape)
+
+
+def _bidirectional(
+    node: ast.expr, args: list[ast.expr], keywords: list[ast.keyword], shape: Shape
+) -> tuple[list[Layer], Shape]:
+    """``bidirectional(gru(6, ...))``: the inner layer built for ``shape``, then both ways."""
+    text = ast.unparse(node)
+    inner = args[0] if len(args) == 1 and not keywords else None
+    kind = _name_of(inner)[0] if inner is not None and isinstance(
+        inner, (ast.Name, ast.Call)) else None
+    if inner is None or kind not in GATES:
+        raise SettingError(f"{text}: bidirectional wraps one rnn, gru or lstm layer, e.g. "
+                           "bidirectional(gru(6)) or bidirectional(lstm(32, "
+                           "return_sequences=False))")
+    assert inner is not None
+    prefix, shape = _flat_view(kind, shape)
+    (one_way,), _ = _one(inner, shape)
+    try:
+        layer = bidirectional(one_way)
+    except BpcoreError as exc:
+        raise SettingError(f"{text}: {exc}") from None
+    return [*prefix, layer], output_shape(layer, shape)
 
 
 def build(spec: str, in_shape: Shape) -> Layer:
@@ -220,6 +286,9 @@ def build(spec: str, in_shape: Shape) -> Layer:
     >>> cnn = build("conv1d(25,5,stride=2,padding=1),relu,flatten,dense(10)", (40,))
     >>> [layer["name"] for layer in cnn.config["layers"]]
     ['reshape', 'conv1d', 'relu', 'flatten', 'dense']
+    >>> gru = build("bidirectional(gru(6)),flatten,dense(10)", (40,))
+    >>> [layer["name"] for layer in gru.config["layers"]], gru.n_out
+    (['reshape', 'bidirectional', 'flatten', 'dense'], 10)
     """
     if not isinstance(spec, str) or not spec.strip():
         raise SettingError("an architecture is a comma-separated list of layers, e.g. "
