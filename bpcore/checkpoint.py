@@ -87,6 +87,7 @@ from .backend import SUPPORTED_DTYPES, get_backend, resolve_dtype, to_backend, t
 from .data.prep import SCALERS, Scaler
 from .errors import BpcoreError, CheckpointError, CheckpointExistsError, CheckpointNotFoundError
 from .layers import ACTIVATIONS, Layer, from_config
+from .layers.core import input_shape, show_shape
 from .step import TrainState
 
 __all__ = [
@@ -1118,8 +1119,8 @@ def _no_params(layer: Layer) -> dict[str, tuple[int, ...]]:
 _LAYER_PARAMS: dict[str, Callable[[Layer], dict[str, tuple[int, ...]]]] = {
     "dense": _dense_params,
     **dict.fromkeys(ACTIVATIONS, _no_params),
-    **dict.fromkeys(("conv1d", "conv2d", "layer_norm", "batch_norm", "embedding"),
-                    _own_params),
+    **dict.fromkeys(("conv1d", "conv2d", "layer_norm", "batch_norm", "embedding",
+                     "rnn", "gru", "lstm", "bidirectional"), _own_params),
     "dropout": _no_params,
     **dict.fromkeys(("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "flatten",
                      "reshape"), _no_params),
@@ -1453,7 +1454,7 @@ def _check_meta(meta: dict[str, Any], config: dict[str, Any], net: _Net, p: Path
         raise _fail(p, field("history"), "must be a list of dicts, one per epoch")
     scaler = meta.get("scaler")
     if scaler is not None:
-        _check_scaler(scaler, net, p)
+        _check_scaler(scaler, config, net, p)
     if "n_classes" in meta:
         _check_n_classes(meta["n_classes"], loss, net, p)
     if meta.get("classes") is not None:
@@ -1470,7 +1471,10 @@ def _check_meta(meta: dict[str, Any], config: dict[str, Any], net: _Net, p: Path
                         f"are {want}")
 
 
-def _check_scaler(scaler: Any, net: _Net, p: Path) -> None:
+def _check_scaler(scaler: Any, config: dict[str, Any], net: _Net, p: Path) -> None:
+    """Method, shift and scale; one value per value of a sample (``Model`` scales an n-D
+    sample value by value), so its size is the product of the network's per-sample
+    input shape, e.g. ``time * features`` for a recurrent network, not its ``n_in``."""
     field = "meta.scaler"
     if not isinstance(scaler, dict) or set(scaler) != {"method", "shift", "scale"}:
         raise _fail(p, field, f"must be a dict of method, shift and scale, got {_show(scaler)}")
@@ -1485,8 +1489,19 @@ def _check_scaler(scaler: Any, net: _Net, p: Path) -> None:
     except BpcoreError as exc:
         raise _fail(p, field, str(exc)) from None
     n = fitted.shift.shape[0]
-    if net.n_in is not None and n != net.n_in:
-        raise _fail(p, field, f"scales {n} features but the network takes {net.n_in} inputs")
+    sample: Any = None
+    if net.known:
+        with contextlib.suppress(ValueError, TypeError, OverflowError, BpcoreError):
+            sample = input_shape(from_config(config))
+    if sample is None:  # a layer kind this bpcore does not know, or one taking any shape
+        return
+    size = math.prod(int(k) for k in sample if k is not None)
+    if None not in sample and n != size:
+        raise _fail(p, field, f"scales {n} features but the network takes {size} inputs "
+                    f"per sample (shape {show_shape(sample)})")
+    if None in sample and (size == 0 or n % size):
+        raise _fail(p, field, f"scales {n} features but the network takes samples of shape "
+                    f"{show_shape(sample)}: a multiple of {size} inputs per sample")
 
 
 def _check_n_classes(n_classes: Any, loss: str, net: _Net, p: Path) -> None:

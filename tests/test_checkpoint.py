@@ -492,3 +492,60 @@ def test_text_file_as_checkpoint_names_the_file_and_never_suggests_pickle(tmp_pa
     with pytest.raises(bp.CheckpointError, match=r"metrics\.csv.*not a valid \.npz") as info:
         load_checkpoint(path)
     assert "pickle" not in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# recurrent networks
+
+RECURRENT = {
+    "gru": "gru(3),flatten,dense(4)",
+    "lstm_learned_state": "lstm(3, initial_state='learned', return_sequences=False),dense(4)",
+    "rnn_reverse_truncated": "rnn(3, reverse=True, truncate=2),flatten,dense(4)",
+    "bidirectional_gru": "bidirectional(gru(3)),flatten,dense(4)",
+    "bidirectional_lstm": "bidirectional(lstm(2, return_sequences=False, "
+                          "initial_state='learned')),dense(4)",
+}
+
+
+@pytest.mark.parametrize("spec", RECURRENT.values(), ids=RECURRENT.keys())
+@pytest.mark.parametrize("in_shape", [(6, 2), (12,)], ids=["time_features", "flat"])
+def test_recurrent_models_round_trip_bit_identically(
+    tmp_path: Path, spec: str, in_shape: tuple[int, ...]
+) -> None:
+    """A Model of each recurrent kind (a standard scaler over time*features values,
+    Adam state) saves, loads and trains on exactly as the one that never stopped."""
+    from bpcore.layers.arch import build
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, *in_shape)), rng.integers(0, 4, 20)
+    model = bp.Model(build(spec, in_shape), optimizer="adam", lr=1e-2, batch_size=10,
+                     dtype="float64")
+    model.fit(X, y, epochs=1, verbose=0)
+    assert model.scaler is not None and model.scaler.shift.shape == (12,)
+    path = model.save(tmp_path / "rnn.npz")
+    loaded = bp.Model.load(path)
+    assert loaded.net.config == model.net.config
+    assert_trees_equal(loaded.params, model.params)
+    assert_trees_equal(loaded.opt_state, model.opt_state)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    model.fit(X, y, epochs=2, verbose=0)
+    loaded.fit(X, y, epochs=2, verbose=0)
+    assert_trees_equal(loaded.params, model.params)
+
+
+def test_recurrent_params_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    """The recurrent kinds are checked by their own shapes (W_ih/W_hh/b_ih/b_hh, the
+    _reverse halves), before any array is read."""
+    net = bp.sequential(bp.bidirectional(bp.gru(2, 3)), bp.flatten(), bp.dense(36, 4))
+    opt = bp.adam(1e-2)
+    params = net.init(0)
+    save(tmp_path / "ok.npz", net, opt, params, opt.init(params))
+    assert load_checkpoint(tmp_path / "ok.npz").model_config == net.config
+    wrong = bp.sequential(bp.bidirectional(bp.gru(2, 4)), bp.flatten(), bp.dense(48, 4))
+    bad = (params[0] | {"W_hh_reverse": np.zeros((12, 3), np.float32)}, *params[1:])
+    with pytest.raises(CheckpointError, match=r"layer 0 \(bidirectional\): W_hh_reverse has "
+                       r"shape \(12, 3\) but the architecture needs \(9, 3\)"):
+        save(tmp_path / "bad.npz", net, opt, bad, None)
+    with pytest.raises(CheckpointError, match=r"layer 0 .*needs arrays W_ih and W_hh"):
+        save(tmp_path / "bad.npz", net, opt, (wrong.init(0)[0] | {"x": params[0]["W_ih"]},
+                                              *params[1:]), None)

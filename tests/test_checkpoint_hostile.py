@@ -270,6 +270,36 @@ def test_every_header_field_is_checked(ck: Path, dotted: str, value: Any, words:
 
 
 @pytest.mark.parametrize(
+    ("arch", "in_shape", "size", "words"),
+    [  # the scaler has one value per value of a sample (time * features), not n_in
+        ("gru(3),flatten,dense(3)", (5, 2), 9, ["meta.scaler", "9 features",
+                                                "shape (?, 2)", "a multiple of 2"]),
+        ("reshape(5,2),gru(3),flatten,dense(3)", (10,), 9, []),  # reshape: any length
+        ("conv1d(2,3),flatten,dense(3)", (2, 5), 9, ["meta.scaler", "a multiple of 2"]),
+        ("flatten,dense(3)", (2, 5), 9, []),  # flatten takes any shape
+        ("dense(3)", (4,), 3, ["meta.scaler", "3 features", "4 inputs"]),
+    ],
+)
+def test_the_scaler_fits_the_samples_not_n_in(
+    tmp_path: Path, arch: str, in_shape: tuple[int, ...], size: int, words: list[str]
+) -> None:
+    from bpcore.layers.arch import build
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((12, *in_shape)), np.arange(12) % 3
+    model = Model(build(arch, in_shape), optimizer="adam", batch_size=6)
+    model.fit(X, y, epochs=1, progress=False)
+    path = model.save(tmp_path / "m.npz")
+    assert Model.load(path).scaler is not None  # the right size loads
+    edit(path, set_field("meta.scaler", {"method": "standard", "shift": [0.0] * size,
+                                         "scale": [1.0] * size}))
+    if words:
+        assert_refused(path, *words, model=True)
+    else:
+        load_checkpoint(path, backend="numpy")  # nothing to compare the size with
+
+
+@pytest.mark.parametrize(
     "drop", ["model_config", "epoch", "structure", "dtype", "format", "sha256"],
 )
 def test_missing_header_fields(ck: Path, drop: str) -> None:
