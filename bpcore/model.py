@@ -118,6 +118,10 @@ class Model:
     layers : list of int, or Layer
         Sizes such as ``[64, 512, 10]`` (inputs first; built with
         :func:`bpcore.mlp`), or a ready network (``bp.sequential(...)``).
+        A network that begins with :func:`bpcore.embedding` takes integer
+        indices, ``X`` of shape ``(samples,)`` or ``(samples, time)``: they are
+        checked (integers in range) and passed as they are, never scaled or
+        cast to float.
     activation, output : str
         Hidden and output activations when ``layers`` is a list of sizes.
         Keep ``output="identity"`` (logits) for the ``*_cross_entropy`` losses.
@@ -139,7 +143,8 @@ class Model:
     seed : int
         Seeds the initial weights and every epoch's batch order.
     scaling : str
-        Feature scaling fitted on the training data: ``standard``, ``minmax`` or ``none``.
+        Feature scaling fitted on the training data: ``standard``, ``minmax`` or
+        ``none`` (always ``none`` for the integer inputs of an embedding).
     compile : bool
         Train with :func:`bpcore.compile` (``loop=True``): on JAX each group of
         up to 32 batches runs as one ``lax.scan`` in one XLA program, on
@@ -212,11 +217,6 @@ class Model:
                 "begin and end it with dense layers (or, for a convolutional network, "
                 "begin it with a convolution or bp.reshape and end it with a dense layer)"
             )
-        if self.net.n_index is not None:
-            raise SettingError(
-                "the Model scales real-valued features; a network that begins with an "
-                "embedding takes integer indices: train it with bp.train_step"
-            )
         self.loss = get_loss(loss)
         if isinstance(optimizer, Optimizer):
             if lr is not None or weight_decay is not None:
@@ -241,7 +241,11 @@ class Model:
             raise SettingError(
                 f"unknown scaling {scaling!r}; choose one of standard, minmax, none"
             )
-        self.scaling = scaling
+        #: Rows of the embedding a network begins with (its inputs are integer
+        #: indices, never scaled nor cast to float), else None.
+        self.n_index: int | None = self.net.n_index
+        # integer indices are not scaled: any scaling asked for is moot
+        self.scaling = "none" if self.n_index is not None else scaling
         self.backend = _backend(backend, device)
         self.xp: ModuleType = self.backend.xp
         self._dtype = resolve_dtype(self.xp, dtype)
@@ -798,6 +802,8 @@ class Model:
     def _checked_host(self, X: Any, what: str = "") -> np.ndarray:
         """``X`` as float64 on the host, after the shape, dtype and NaN/Inf checks."""
         host = _host_array(X, f"{what}X")
+        if self.n_index is not None:
+            return self._checked_indices(host, what)
         sample = input_shape(self.net)  # None: a network that takes any shape
         flat = sample is not None and len(sample) == 1
         if (flat and host.ndim != 2) or (sample is None and host.ndim < 2):
@@ -814,8 +820,30 @@ class Model:
         check_features(host, np.zeros(1), self.net.n_in, model=self.net)
         return host
 
+    def _checked_indices(self, host: np.ndarray, what: str) -> np.ndarray:
+        """``X`` of integer indices for the embedding the network begins with, as
+        the backend's index dtype on the host, after the dtype, shape and range checks."""
+        if host.dtype.kind not in "iu":
+            raise DTypeError(
+                f"{what}X must hold integer indices (this network begins with an embedding "
+                f"of {self.n_index} rows), got dtype {host.dtype}; cast with "
+                "X.astype(np.int64)"
+            )
+        if host.ndim not in (1, 2):
+            raise ShapeError(f"{what}X must be indices of shape (samples,) or (samples, time) "
+                             f"for a network that begins with an embedding, got {host.shape}")
+        host = host.astype(self._index_dtype(), copy=False)
+        if host.shape[0]:
+            check_features(host, np.zeros(1), None, model=self.net)  # range, shapes
+        return host
+
     def _scaled(self, host: np.ndarray, *, fit: bool = False) -> Array:
-        """Scale checked host features (fitting the scaler first if asked) and move them."""
+        """Scale checked host features (fitting the scaler first if asked) and move
+        them; integer indices (an embedding first) are moved as they are."""
+        if self.n_index is not None:
+            if fit and host.shape[0] == 0:
+                raise ShapeError("X holds no samples; fit needs at least one")
+            return self.backend.asarray(host)
         sample = host.shape[1:]
         host = host.reshape(host.shape[0], -1)  # n-D samples: one scaling per value
         if self.scaler is None:

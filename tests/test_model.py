@@ -369,3 +369,72 @@ def test_docstring_examples_run() -> None:
 
     failures, tried = doctest.testmod(bpcore.model)
     assert tried > 0 and failures == 0
+
+
+# --------------------------------------------------------------------------
+# a network that begins with an embedding: integer inputs
+
+
+def tokens(n: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences of 5 indices in [0, 12); label: whether index 3 occurs in them."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 12, size=(n, 5))
+    return X, np.any(X == 3, axis=1).astype(np.int64)
+
+
+def embedding_net(time: bool = True) -> bp.Layer:
+    if time:  # (batch, time) indices
+        return bp.sequential(bp.embedding(12, 4), bp.flatten(), bp.dense(20, 16), bp.relu(),
+                             bp.dense(16, 2))
+    return bp.sequential(bp.embedding(12, 4), bp.dense(4, 2))  # (batch,) indices
+
+
+@pytest.mark.parametrize("time", [True, False])
+def test_embedding_model_fits_predicts_saves_and_loads_integer_inputs(
+    xp: ModuleType, time: bool, tmp_path: object
+) -> None:
+    X, y = tokens()
+    if not time:
+        X, y = X[:, 0], (X[:, 0] % 2).astype(np.int64)
+    X_before = X.copy()
+    model = Model(embedding_net(time), lr=0.02, batch_size=16, optimizer="adam")
+    assert model.n_index == 12 and model.scaling == "none"
+    history = model.fit(X, y, epochs=15, progress=False)
+    np.testing.assert_array_equal(X, X_before)
+    assert model.scaler is None  # indices are never scaled
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["accuracy"] > 0.8
+    labels = model.predict(X)
+    assert labels.shape == (len(X),)
+    # the network sees the integers themselves, neither scaled nor cast to float
+    logits = bp.predict(model.net, model.params, xp.asarray(X), state=model.opt_state)
+    np.testing.assert_array_equal(np.argmax(bp.to_numpy(logits), axis=1), labels)
+    np.testing.assert_allclose(model.predict_proba(X).sum(axis=1), 1.0, rtol=1e-5)
+    assert model.evaluate(X, y)["accuracy"] == pytest.approx(np.mean(labels == y))
+
+    path = model.save(tmp_path / "embedding.npz")  # type: ignore[operator]
+    loaded = Model.load(path)
+    assert loaded.n_index == 12 and loaded.epoch == 15 and loaded.scaler is None
+    np.testing.assert_array_equal(loaded.predict(X), labels)
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-6)
+    loaded.fit(X, y, epochs=1, progress=False)
+    assert loaded.epoch == 16
+    on_numpy = Model.load(path, backend="numpy")
+    np.testing.assert_array_equal(on_numpy.predict(X), labels)
+
+
+def test_embedding_model_refuses_bad_indices_with_the_fix() -> None:
+    X, y = tokens(16)
+    model = Model(embedding_net(), batch_size=8)
+    with pytest.raises(DTypeError, match=r"integer indices .* embedding of 12 rows.*"
+                                         r"X\.astype\(np\.int64\)"):
+        model.fit(X.astype(np.float64), y, progress=False)
+    with pytest.raises(LabelError, match=r"index 12 is out of range: the embedding has 12 rows"):
+        model.fit(np.where(X == 0, 12, X), y, progress=False)
+    with pytest.raises(ShapeError, match=r"\(samples,\) or \(samples, time\)"):
+        model.fit(X[:, :, None], y, progress=False)
+    with pytest.raises(ShapeError, match=r"does not fit the network"):
+        model.fit(X[:, :4], y, progress=False)  # the dense layer takes 5 x 4 features
+    model.fit(X, y, epochs=1, progress=False)
+    with pytest.raises(DTypeError, match=r"integer indices"):
+        model.predict(X.astype(np.float32))
