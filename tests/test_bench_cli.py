@@ -292,3 +292,71 @@ def test_table_ratios_from_one_run() -> None:
     assert ours["gflop_s"] == pytest.approx(8.0) and ours["samples_per_s"] == pytest.approx(4.0)
     assert [e["row"] for e in rows] == [
         "gemm-floor-numpy", "bpcore-numpy", "numpy-handwritten", "torch-eager"]
+
+
+def test_gru_workload_rows_start_from_the_same_network() -> None:
+    """The recurrent workload: its torch peers run torch.nn.GRU holding bpcore's initial
+    weights and compute bpcore's outputs; the floor counts the time loop's products."""
+    torch = pytest.importorskip("torch", reason="pip install 'bpcore[torch]'")
+    import numpy as np
+
+    import bpcore as bp
+    from bpcore.benchtools import rows, workloads
+
+    work = WORKLOADS["gru"]
+    assert work.arch == "bidirectional(gru(6)),flatten,dense(10)"
+    x, _ = workloads.host_batch(work, 3, "float64")
+    params = workloads.host_tree(work, "float64")
+    want = bp.predict(workloads.network(work), params, x)
+    module = rows._torch_network(work, "float64", torch.device("cpu"))
+    assert any(isinstance(m, torch.nn.GRU) and m.bidirectional for m in module.modules())
+    np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), want,
+                               rtol=1e-10, atol=1e-12)
+    # per direction: x W_ihᵀ, 40 steps of h W_hhᵀ, 40 of three backward products; dense: 3
+    assert len(gemm_products(work, 3)) == 2 * (1 + 40 + 3 * 40) + 3
+    for row in ("numpy-handwritten", "jax-jit"):
+        with pytest.raises(rows.Unavailable, match="MLP"):
+            rows.build(row, work, 3, "float32", "cpu")
+
+
+def test_torch_recurrent_modules_match_bpcore() -> None:
+    """torch_recurrent for each kind, one way and both, every step or the last state."""
+    torch = pytest.importorskip("torch", reason="pip install 'bpcore[torch]'")
+    import numpy as np
+
+    import bpcore as bp
+    from bpcore.benchtools.recurrent import torch_recurrent
+    from bpcore.benchtools.rows import Unavailable
+
+    x = np.random.default_rng(0).standard_normal((3, 5, 2))
+    for kind in ("rnn", "gru", "lstm"):
+        for seq in (True, False):
+            for layer in (getattr(bp, kind)(2, 4, return_sequences=seq),
+                          bp.bidirectional(getattr(bp, kind)(2, 4, return_sequences=seq))):
+                params = layer.init(1, dtype="float64")
+                want, _ = layer.forward(params, x)
+                got = torch_recurrent(layer.config, params)(torch.from_numpy(x))
+                np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-10,
+                                           atol=1e-12)
+    with pytest.raises(Unavailable, match="truncate"):
+        torch_recurrent(bp.gru(2, 4, truncate=2).config, {})
+
+
+def test_gru_workload_through_the_command_line(tmp_path: Path) -> None:
+    """``bpcore bench --workloads gru``: bpcore on NumPy beside torch.nn.GRU, tiny."""
+    pytest.importorskip("torch", reason="pip install 'bpcore[torch]'")
+    json_path = tmp_path / "gru.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bpcore", "bench", "--workloads", "gru", "--sizes", "4",
+         "--dtype", "float32", "--device", "cpu", "--backends", "numpy-fused",
+         "--peers", "torch-eager", "--max-time", "0.01", "--min-rounds", "2", "--warmup", "0",
+         "--passes", "1", "--threads", "1", "--json", str(json_path)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "gru  float32  cpu" in proc.stdout and "batch 4" in proc.stdout
+    data = json.loads(json_path.read_text())
+    got = {b["extra_info"]["row"]: b["extra_info"] for b in data["benchmarks"]}
+    assert set(got) == {"bpcore-numpy-fused", "torch-eager"}
+    assert all(e["workload"] == "gru" and e["batch"] == 4 for e in got.values())
+    assert got["bpcore-numpy-fused"]["step_flops"] == got["torch-eager"]["step_flops"] > 0

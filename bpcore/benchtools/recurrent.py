@@ -15,6 +15,13 @@ on the same batch. :func:`build` makes a row's timed ``step()`` as
 :func:`bpcore.benchtools.rows.build` does for the dense workloads (a
 :class:`~bpcore.benchtools.rows.Runner`); ``benchmarks/e2e/gru_step.py`` times
 them in interleaved rounds.
+
+In ``bpcore bench`` the same network is the ``gru`` workload
+(:data:`bpcore.benchtools.workloads.WORKLOADS`, written as
+:data:`bpcore.layers.arch.MNIST1D_GRU`): its rows are the suite's (bpcore on
+every backend, compiled or not, from bpcore's initial weights), and its
+``torch-eager``/``torch-compile`` peers run ``torch.nn.GRU`` holding those very
+weights, built here by :func:`torch_recurrent`.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import numpy as np
 
 from .rows import Runner, Unavailable, cpu_name
 
-__all__ = ["GRU_ROWS", "GRU_WORKLOAD", "GRUWorkload", "build", "host_setup"]
+__all__ = ["GRU_ROWS", "GRU_WORKLOAD", "GRUWorkload", "build", "host_setup", "torch_recurrent"]
 
 
 class GRUWorkload(NamedTuple):
@@ -79,6 +86,57 @@ def host_setup(
     params: tuple[Any, ...] = ({}, load_torch_state_dict(gru, "gru"), {},
               {"W": lin.weight.detach().numpy().T.copy(), "b": lin.bias.detach().numpy().copy()})
     return gru, lin, params, x, t
+
+
+def torch_recurrent(config: dict[str, Any], params: dict[str, np.ndarray]) -> Any:
+    """A ``torch.nn`` module computing bpcore's recurrent layer ``config`` with the
+    weights ``params`` (host arrays; ``W_ih`` is torch's ``weight_ih_l0``, the
+    ``_reverse`` keys its ``*_l0_reverse``): ``torch.nn.RNN/GRU/LSTM`` with
+    ``batch_first=True`` (``bidirectional=True`` for a bidirectional layer),
+    returning every step's output, or with ``return_sequences=False`` the final
+    states (for two directions ``concat(h_n[0], h_n[1])``, as bpcore).
+
+    Raises
+    ------
+    Unavailable
+        For options torch's modules do not have (truncated BPTT, a learned initial
+        state, one reversed direction alone).
+    """
+    import torch
+    from torch import nn
+
+    from ..layers.recurrent import _TORCH_NAMES
+
+    bi = config["name"] == "bidirectional"
+    inner = config["layer"] if bi else config
+    kind = inner["name"]
+    if inner.get("truncate") is not None or inner.get("initial_state", "zeros") != "zeros" \
+            or inner.get("reverse"):
+        raise Unavailable(f"no torch module for a {kind} with truncate=, a learned initial "
+                          "state or reverse=True alone")
+    cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind]
+    module = cls(inner["n_in"], inner["hidden"], batch_first=True, bidirectional=bi,
+                 dtype=torch.from_numpy(np.asarray(params["W_ih"])).dtype)
+    with torch.no_grad():
+        for key, name in _TORCH_NAMES.items():
+            for s in ("", "_reverse") if bi else ("",):
+                getattr(module, name + s).copy_(torch.from_numpy(
+                    np.ascontiguousarray(params[key + s])))
+    seq = bool(inner.get("return_sequences", True))
+
+    class Recurrent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = module
+
+        def forward(self, x: Any) -> Any:
+            y, h_n = self.cell(x)
+            if seq:
+                return y
+            h_n = h_n[0] if kind == "lstm" else h_n  # (D, batch, H)
+            return torch.cat(tuple(h_n), dim=1)
+
+    return Recurrent()
 
 
 def network(workload: GRUWorkload = GRU_WORKLOAD) -> Any:

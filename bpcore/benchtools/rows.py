@@ -337,7 +337,7 @@ def _compile(
 def _handwritten(workload: Workload, batch: int, dtype: str) -> Runner:
     if workload.arch is not None:
         raise Unavailable("the hand-written NumPy step is the MLP tutorial's; this workload "
-                          "is a convolutional network")
+                          "is not an MLP")
     params = [(W.copy(), b.copy()) for W, b in host_params(workload, dtype)]
     x, t = host_batch(workload, batch, dtype)
     n, lr, sigmoid = len(params), workload.lr, workload.activation == "sigmoid"
@@ -415,7 +415,8 @@ def _handwritten(workload: Workload, batch: int, dtype: str) -> Runner:
 
 def _torch_network(workload: Workload, dtype: str, dev: Any) -> Any:
     """The workload's network as ``torch.nn`` modules with bpcore's initial weights
-    (a convolution's weight has the same layout; a dense ``W`` is ``weight.T``)."""
+    (a convolution's and a recurrent layer's weights have the same layout; a dense
+    ``W`` is ``weight.T``)."""
     import torch
     from torch import nn
 
@@ -442,6 +443,10 @@ def _torch_network(workload: Workload, dtype: str, dev: Any) -> Any:
                       dilation=config["dilation"])
             mod.weight, mod.bias = tensor(p["W"]), tensor(p["b"])
             mods.append(mod)
+        elif name in ("rnn", "gru", "lstm", "bidirectional"):
+            from .recurrent import torch_recurrent
+
+            mods.append(torch_recurrent(config, p))
         elif name in ("max_pool1d", "max_pool2d"):
             pool: Any = nn.MaxPool1d if name == "max_pool1d" else nn.MaxPool2d
             mods.append(pool(config["kernel_size"], config["stride"], config["padding"],
@@ -536,7 +541,7 @@ def _jax_jit(workload: Workload, batch: int, dtype: str, device: str) -> Runner:
     if dtype == "float64" and not jax.config.read("jax_enable_x64"):
         raise Unavailable("float64 on jax needs jax_enable_x64 (the suite sets it)")
     if workload.arch is not None:
-        raise Unavailable("the hand-written jax.jit step is an MLP's; for convolutions the "
+        raise Unavailable("the hand-written jax.jit step is an MLP's; for this workload the "
                           "JAX row is bpcore-jax-compiled (bpcore.compile: jax.jit)")
     dev = _jax_device(device)
     params = [(jax.device_put(W, dev), jax.device_put(b, dev))

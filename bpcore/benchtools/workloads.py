@@ -1,5 +1,5 @@
-"""The benchmark workloads: three MLPs and two convolutional networks, their batch
-sizes, data and arithmetic.
+"""The benchmark workloads: three MLPs, two convolutional networks and a recurrent
+one, their batch sizes, data and arithmetic.
 
 Every row of the benchmark (bpcore on each backend, the hand-written NumPy
 step, PyTorch, JAX, the GEMM floor) starts from the same host arrays made
@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..layers.arch import MNIST1D_CNN
+from ..layers.arch import MNIST1D_CNN, MNIST1D_GRU
 
 __all__ = [
     "BATCH_SIZES",
@@ -87,9 +87,17 @@ WORKLOADS: dict[str, Workload] = {
                  "relu,max_pool2d(2),flatten,dense(120),relu,dense(84),relu,dense(10)",
             in_shape=(784,),
         ),
+        Workload(
+            "gru", (40, 10), "tanh", "adam", 1e-2,
+            "the MNIST-1D paper's GRU baseline: bidirectional GRU (hidden 6) over 40 steps of "
+            "1 value, flattened into dense 480-10, softmax cross-entropy, Adam lr 1e-2 (a "
+            "time loop of small operations: per-operation overhead; the torch peers run "
+            "torch.nn.GRU with the same weights)",
+            arch=MNIST1D_GRU, in_shape=(40,),
+        ),
     )
 }
-#: The workloads of convolutional networks (their own rows: no hand-written NumPy step
+#: The workloads of networks other than MLPs (their own rows: no hand-written NumPy step
 #: or jax.jit peer, which are MLP code).
 CONV_WORKLOADS = tuple(name for name, w in WORKLOADS.items() if w.arch is not None)
 
@@ -193,8 +201,32 @@ def _network_products(workload: Workload, batch: int) -> list[Product]:
             if not first:
                 out.append(((c_out, k), (c_out, cells), True, False))  # dcols = W2.T @ dy
             first = False
+        elif layer["name"] in ("rnn", "gru", "lstm", "bidirectional"):
+            out += _recurrent_products(layer, batch, shape, first)
+            first = False
         shape = after
     return out
+
+
+def _recurrent_products(layer: dict[str, Any], batch: int, shape: tuple[Any, ...],
+                        first: bool) -> list[Product]:
+    """A recurrent layer's products, per direction (``G`` gate blocks of ``H``, ``F``
+    features, ``T`` steps): the input projection of every step at once, then per step
+    ``h W_hhᵀ`` forward and ``d W_hh``, ``dᵀ h``, ``dᵀ x_t`` backward; ``dx`` at once."""
+    from ..layers.recurrent import GATES
+
+    inner = layer["layer"] if layer["name"] == "bidirectional" else layer
+    D = 2 if layer["name"] == "bidirectional" else 1
+    T, F, H = int(shape[0]), int(inner["n_in"]), int(inner["hidden"])
+    GH = GATES[inner["name"]] * H
+    one: list[Product] = [((batch * T, F), (GH, F), False, True)]  # x W_ihᵀ
+    one += [((batch, H), (GH, H), False, True)] * T  # h W_hhᵀ
+    one += [((batch, GH), (GH, H), False, False),  # dh = d W_hh
+            ((batch, GH), (batch, H), True, False),  # dW_hh += dᵀ h
+            ((batch, GH), (batch, F), True, False)] * T  # dW_ih += dᵀ x_t
+    if not first:
+        one.append(((batch * T, GH), (GH, F), False, False))  # dx = d W_ih
+    return one * D
 
 
 def _layer_of(config: dict[str, Any]) -> Any:
