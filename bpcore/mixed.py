@@ -19,6 +19,13 @@ each step
    growth 2.0 every 2000 steps, backoff 0.5; all of them parameters),
 6. updates the float32 master weights with the optimizer.
 
+Any network the step driver trains works: n-D inputs (convolutions and
+pooling over ``(batch, channels, length)``), layer state (batch norm's running
+statistics are updated from the compute dtype's batch statistics and kept in
+float32, like the master weights; dropout's masks are those of
+:func:`bpcore.train_step` for the same seed and step), and integer inputs (a
+network that begins with an embedding: its indices are not cast).
+
 Loss scaling exists for float16, whose smallest normal number is 6e-5: small
 gradients flush to zero unless they are scaled up first. bfloat16 has
 float32's exponent range, so it needs none (``loss_scale=None`` is its
@@ -64,7 +71,7 @@ from .errors import DTypeError, SettingError
 from .layers.core import Layer
 from .losses import LossFunction
 from .optim import Optimizer
-from .step import Driver, Edges
+from .step import Driver, Edges, TrainState
 
 __all__ = [
     "COMPUTE_DTYPES",
@@ -102,7 +109,13 @@ class ScalerState(NamedTuple):
 
 class MixedState(NamedTuple):
     """The state of a mixed-precision step: the optimizer's (float32) and the
-    loss scaler's (``None`` without dynamic loss scaling)."""
+    loss scaler's (``None`` without dynamic loss scaling).
+
+    For a network with layer state (batch norm's running statistics,
+    dropout's step counter) ``opt`` is a :class:`~bpcore.step.TrainState`
+    holding the optimizer's state beside the layer state, as
+    :func:`bpcore.train_state` makes it; the layer state stays float32.
+    """
 
     opt: Any
     scaler: ScalerState | None
@@ -113,7 +126,7 @@ class MixedStep(NamedTuple):
     ``step(params, state, x, t) -> (params, state, value)``; calling the
     object calls ``step``."""
 
-    init: Callable[[Any], MixedState]
+    init: Callable[..., MixedState]
     step: Callable[[Any, MixedState, Array, Array], tuple[Any, MixedState, Array]]
     config: dict[str, Any]
 
@@ -219,9 +232,12 @@ def mixed_precision_step(
     Returns
     -------
     MixedStep
-        ``state = mp.init(params)``; ``params, state, value = mp(params, state, x, t)``
-        with ``params`` float32 master weights, ``x`` float32 of shape
-        ``(batch, n_in)`` and ``value`` the float32 0-D loss (unscaled).
+        ``state = mp.init(params)`` (``mp.init(params, seed=s)`` keys dropout's
+        masks); ``params, state, value = mp(params, state, x, t)`` with
+        ``params`` float32 master weights, ``x`` float32 of shape
+        ``(batch, *sample)`` (``(batch, n_in)`` for a dense network; integer
+        indices for a network that begins with an embedding) and ``value`` the
+        float32 0-D loss (unscaled).
         Nothing passed in is modified. Dynamic scaling reads one boolean
         back to the host per step (whether every gradient is finite).
 
@@ -258,15 +274,17 @@ def mixed_precision_step(
     # The portable kernels, allocating: the compute dtype's arrays are new each step.
     driver = Driver(model, loss, optimizer, fast=False)
     n_in, n_out, kind = model.n_in, model.n_out, driver.loss.targets
+    indices = model.n_index is not None  # integer inputs: never cast
     dynamic = loss_scale == "dynamic"
     fixed = None if dynamic or loss_scale is None else float(loss_scale)
     dtypes: dict[Any, Any] = {}  # namespace -> compute dtype object
 
-    def init(params: Any) -> MixedState:
+    def init(params: Any, *, seed: int = 0) -> MixedState:
         if validate:
             _check_master(params)
         scaler = ScalerState(float(init_scale), 0, 0) if dynamic else None
-        return MixedState(optimizer.init(params), scaler)
+        # the optimizer's state, or a TrainState with the layers' state (``seed``: dropout's)
+        return MixedState(driver.init_state(params, seed=seed), scaler)
 
     def edges(xp: ModuleType, cdt: Any, scale: float | None) -> Edges:
         """Casts in to the compute dtype, out to float32 (and the loss scale)."""
@@ -286,7 +304,7 @@ def mixed_precision_step(
             return tree.map_arrays(lambda g: xp.multiply(xp.astype(g, f32), inv), grads)
 
         # The loss (softmax, log-sum-exp) in float32: cheap, and exact to float32.
-        return Edges(params=lambda p: tree.map_arrays(low, p), x=low,
+        return Edges(params=lambda p: tree.map_arrays(low, p), x=(lambda a: a) if indices else low,
                      y=lambda y: xp.astype(y, f32), dy=dy_in, grads=grads_out)
 
     def step(
@@ -294,7 +312,7 @@ def mixed_precision_step(
     ) -> tuple[Any, MixedState, Array]:
         if validate:
             ref = _check_master(params)
-            check_features(x, ref, n_in)
+            check_features(x, ref, n_in, model=model)
             check_targets(t, ref, x.shape[0], n_out, kind)
         xp = namespace(x)
         try:
@@ -303,22 +321,38 @@ def mixed_precision_step(
             cdt = dtypes[xp] = compute_dtype_of(xp, compute_dtype)
         scaler = state.scaler
         scale = scaler.scale if scaler is not None else fixed
+        inner = state.opt  # a TrainState for a network with layer state
+        ctx = driver._context(inner, True, "the mixed-precision step")
         with _overflow_expected(xp, dynamic):
-            value, grads = driver.gradients(params, x, t, edges(xp, cdt, scale))
+            value, grads, layers = driver._gradients(params, x, t, edges(xp, cdt, scale), None,
+                                                     None, ctx)
         if scaler is not None:
             if not _all_finite(xp, grads):
-                # Skip the update: the scale was too large for this step.
+                # Skip the update: the scale was too large for this step. The layer
+                # state stays as it was; the step counter moves on (new dropout masks).
                 scaler = ScalerState(
                     scaler.scale * backoff_factor, 0, scaler.skipped + 1
                 )
-                return params, MixedState(state.opt, scaler), value
+                if isinstance(inner, TrainState):
+                    inner = inner._replace(step=inner.step + 1)
+                return params, MixedState(inner, scaler), value
             good = scaler.good_steps + 1
             if good >= growth_interval:
                 scaler = ScalerState(scaler.scale * growth_factor, 0, scaler.skipped)
             else:
                 scaler = ScalerState(scaler.scale, good, scaler.skipped)
-        params, opt_state = driver.update(grads, state.opt, params, bound=driver.bound(xp))
-        return params, MixedState(opt_state, scaler), value
+        b = driver.bound(xp)
+        if not isinstance(inner, TrainState):
+            params, opt_state = driver.update(grads, inner, params, bound=b)
+            return params, MixedState(opt_state, scaler), value
+        params, opt_state = driver.update(grads, inner.opt, params, bound=b)
+        if ctx is not None:  # the new running statistics, in the layer state's dtype
+            layers = tree.map(lambda new, old: xp.astype(new, old.dtype) if tree.is_array(new)
+                              else new, layers, inner.layers)
+        else:
+            layers = inner.layers
+        return params, MixedState(TrainState(opt_state, layers, inner.step + 1, inner.seed),
+                                  scaler), value
 
     config = {
         "compute_dtype": compute_dtype, "loss_scale": loss_scale, "init_scale": init_scale,

@@ -290,3 +290,109 @@ def test_allow_tf32_returns_previous_setting(
         assert first.previous["CUPY_TF32"] == "0"
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+# --------------------------------------------------------------------------
+# n-D inputs, layer state, integer inputs
+
+
+def _conv_net(state: bool) -> bp.Layer:
+    """A 1-D CNN over (batch, 2, 8); with batch norm and dropout when ``state``
+    (average pooling without: in bfloat16 a max over close tanh values can pick
+    another element, which moves that gradient elsewhere, legitimately)."""
+    if state:
+        extra = [bp.batch_norm(4), bp.relu(), bp.dropout(0.25), bp.max_pool1d(2)]
+    else:
+        extra = [bp.tanh(), bp.avg_pool1d(2)]
+    return bp.sequential(bp.conv1d(2, 4, 3, padding=1), *extra, bp.flatten(), bp.dense(16, 3))
+
+
+def _images(xp: ModuleType, n: int = 16) -> tuple[Any, Any]:
+    rng = np.random.default_rng(2)
+    return (xp.asarray(rng.standard_normal((n, 2, 8)).astype(np.float32)),
+            xp.asarray(rng.integers(0, 3, size=n)))
+
+
+def _close(got: Any, ref: Any, compute_dtype: str) -> None:
+    """Each leaf within REL of the largest value in the tree (a conv bias before
+    batch norm has a gradient that is zero but for rounding)."""
+    pairs = [(to_numpy(g), to_numpy(r))
+             for g, r in zip(bp.tree.arrays(got), bp.tree.arrays(ref), strict=True)]
+    scale = max(float(np.max(np.abs(r))) for _, r in pairs)
+    for g, r in pairs:
+        assert g.dtype == np.float32 and g.shape == r.shape
+        assert float(np.max(np.abs(g - r))) <= REL[compute_dtype] * scale
+
+
+@pytest.mark.parametrize("compute_dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("state", [False, True])
+def test_nd_and_stateful_nets_match_float32(
+    xp: ModuleType, compute_dtype: str, state: bool
+) -> None:
+    _need(xp, compute_dtype)
+    net = _conv_net(state)
+    params = net.init(0)
+    x, t = _images(xp)
+    record: list[Any] = []
+    mp = mixed_precision_step(net, "softmax_cross_entropy", _recording(record),
+                              compute_dtype=compute_dtype)
+    mstate = mp.init(params, seed=5)
+    ref_state = bp.train_state(net, None, params, seed=5)
+    _, new, value = mp(params, mstate, x, t)
+    ref_value, ref = bp.value_and_grad(net, "softmax_cross_entropy", params, x, t,
+                                       state=ref_state if state else None)
+    _close(record[0], ref, compute_dtype)  # the same dropout masks, or these would differ
+    assert abs(float(value) - float(ref_value)) <= REL[compute_dtype] * abs(float(ref_value))
+    if not state:
+        return
+    assert isinstance(new.opt, bp.TrainState) and int(new.opt.step) == 1
+    # the running statistics: moved from the batch's, kept in float32
+    step = bp.train_step(net, "softmax_cross_entropy", bp.sgd(0.0))
+    _, ref_new, _ = step(params, bp.train_state(net, bp.sgd(0.0), params, seed=5), x, t)
+    _close(new.opt.layers, ref_new.layers, compute_dtype)
+    assert not np.allclose(to_numpy(new.opt.layers[1]["mean"]), 0.0)
+    # and training goes on, every state leaf float32
+    opt = bp.adam(1e-2)
+    mp = mixed_precision_step(net, "softmax_cross_entropy", opt, compute_dtype=compute_dtype)
+    mstate = mp.init(params)
+    for _ in range(3):
+        params, mstate, value = mp(params, mstate, x, t)
+    assert int(mstate.opt.step) == 3 and np.isfinite(float(value))
+    for a in bp.tree.arrays((params, mstate.opt.opt, mstate.opt.layers)):
+        assert to_numpy(a).dtype == np.float32
+    y = bp.predict(net, params, x, state=mstate.opt)  # evaluation mode, running statistics
+    assert tuple(y.shape) == (16, 3)
+
+
+def test_skipped_step_keeps_the_layer_state(xp: ModuleType) -> None:
+    _need(xp, "float16")
+    net = _conv_net(True)
+    params = net.init(0)
+    x, t = _images(xp)
+    mp = mixed_precision_step(net, "softmax_cross_entropy", bp.sgd(0.1),
+                              compute_dtype="float16", init_scale=1e30)
+    state = mp.init(params)
+    new, after, _ = mp(params, state, x, t)
+    for a, b in zip(bp.tree.arrays(new), bp.tree.arrays(params)):  # no update
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    assert after.scaler is not None and after.scaler.skipped == 1
+    assert int(after.opt.step) == 1  # the next step draws new dropout masks
+    for a, b in zip(bp.tree.arrays(after.opt.layers), bp.tree.arrays(state.opt.layers)):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_embedding_inputs_are_not_cast(xp: ModuleType) -> None:
+    name = "float16" if _has(xp, "float16") else "bfloat16"
+    _need(xp, name)
+    net = bp.sequential(bp.embedding(10, 4), bp.flatten(), bp.dense(12, 3))
+    params = net.init(0)
+    rng = np.random.default_rng(3)
+    x, t = xp.asarray(rng.integers(0, 10, size=(8, 3))), xp.asarray(rng.integers(0, 3, 8))
+    record: list[Any] = []
+    mp = mixed_precision_step(net, "softmax_cross_entropy", _recording(record),
+                              compute_dtype=name)
+    mp(params, mp.init(params), x, t)
+    _, ref = bp.value_and_grad(net, "softmax_cross_entropy", params, x, t)
+    _close(record[0], ref, name)
+    with pytest.raises(bp.LabelError, match="out of range"):
+        mp(params, mp.init(params), xp.asarray(np.full((8, 3), 10)), t)
