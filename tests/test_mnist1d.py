@@ -13,7 +13,13 @@ import pytest
 
 import bpcore as bp
 from bpcore.cli import main
-from bpcore.commands.train import MNIST1D_CNN, MNIST1D_MLP
+from bpcore.commands.train import (
+    DATA_DEFAULTS,
+    MNIST1D_CNN,
+    MNIST1D_GRU,
+    MNIST1D_MLP,
+    RECURRENT_DEFAULTS,
+)
 from bpcore.data import load_dataset
 from bpcore.data.mnist1d import load_mnist1d
 from bpcore.layers import output_shape
@@ -133,6 +139,35 @@ def test_train_command_on_mnist1d(cache: Path, tmp_path: Path,
     assert code == 0 and "test accuracy" in out
 
 
+def test_train_command_with_the_papers_gru(cache: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``--arch`` with a recurrent layer trains by the recurrent recipe, saves, resumes;
+    a JSON config of the same network gets the same recipe; flags still win."""
+    data = f"mnist1d:{cache}"
+    code, out, _ = _run(capsys, "--data", data, "--arch", MNIST1D_GRU, "--epochs", "1",
+                        "--quiet", "--save", str(tmp_path / "gru.npz"))
+    assert code == 0 and re.search(r"test accuracy [0-9.]+% \(\d+/1000\) on mnist1d", out)
+    ck = bp.Model.load(tmp_path / "gru.npz")
+    recipe = {**DATA_DEFAULTS["mnist1d"], **RECURRENT_DEFAULTS["mnist1d"]}
+    run = ck.extra["run"]
+    for key in ("optimizer", "lr", "weight_decay", "batch_size", "scaling", "val"):
+        assert run[key] == recipe[key], key
+    assert run["arch"] == MNIST1D_GRU and ck.batch_size == recipe["batch_size"]
+    assert [c["name"] for c in ck.net.config["layers"]] == [
+        "reshape", "bidirectional", "flatten", "dense"]
+    code, out, _ = _run(capsys, "--resume", str(tmp_path / "gru.npz"), "--epochs", "2",
+                        "--quiet", "--data", data, "--save", str(tmp_path / "gru.npz"),
+                        "--overwrite")
+    assert code == 0 and bp.Model.load(tmp_path / "gru.npz").epoch == 2
+    config = tmp_path / "gru.json"
+    config.write_text(json.dumps(ck.net.config))
+    code, _, _ = _run(capsys, "--data", data, "--epochs", "1", "--quiet", "--arch", str(config),
+                      "--lr", "0.003", "--save", str(tmp_path / "json.npz"))
+    run = bp.Model.load(tmp_path / "json.npz").extra["run"]
+    assert code == 0 and run["lr"] == 0.003 and run["batch_size"] == recipe["batch_size"]
+    assert run["weight_decay"] == recipe["weight_decay"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -143,6 +178,12 @@ def test_train_command_on_mnist1d(cache: Path, tmp_path: Path,
         (["--activation", "tanh"], r"--activation shapes a --layers network; on mnist1d"),
         (["--arch", "dense(10),relux"], r"--arch: unknown layer 'relux' \(did you mean relu\?\)"),
         (["--arch", "missing.json"], r"--arch missing.json: cannot read the file"),
+        (["--arch", "gru(6),dense(10)"], r"--arch: dense\(10\): dense takes flat samples but "
+         r"gets \(40, 6\): put flatten before it"),
+        (["--arch", "bidirectional(dense(6)),flatten,dense(10)"],
+         r"--arch: bidirectional\(dense\(6\)\): bidirectional wraps one rnn, gru or lstm"),
+        (["--arch", "reshape(2,4,5),gru(6),flatten,dense(10)"], r"gru takes samples of shape "
+         r"\(time, features\) but gets \(2, 4, 5\); put reshape\(time, features\)"),
     ],
 )
 def test_train_command_refuses_bad_architectures(

@@ -23,12 +23,12 @@ from typing import Any
 
 from ..backend import BACKEND_NAMES
 from ..errors import BpcoreError, SettingError
-from ..layers.arch import MNIST1D_CNN, MNIST1D_MLP
+from ..layers.arch import MNIST1D_CNN, MNIST1D_GRU, MNIST1D_MLP, RECURRENT, is_recurrent
 from ..losses import LOSSES
 from ..model import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, RECIPE
 
-__all__ = ["DATA_DEFAULTS", "DEFAULTS", "HELP", "MNIST1D_CNN", "MNIST1D_MLP", "add_arguments",
-           "run"]
+__all__ = ["DATA_DEFAULTS", "DEFAULTS", "HELP", "MNIST1D_CNN", "MNIST1D_GRU", "MNIST1D_MLP",
+           "RECURRENT_DEFAULTS", "add_arguments", "run"]
 
 HELP = "train an MLP on a data set (default: digits, on NumPy) and report its test accuracy"
 
@@ -76,6 +76,11 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 1e-2, "weight_decay": 0.05, "batch_size": 100, "epochs": 200,
     },
 }
+#: A data set's defaults for a recurrent network (an --arch naming rnn, gru or lstm), over
+#: :data:`DATA_DEFAULTS`; measured on the paper's GRU, MNIST1D_GRU (see the README's table).
+RECURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist1d": {},
+}
 
 EPILOG = """\
 examples:
@@ -92,14 +97,17 @@ examples:
   bpcore train --data mnist1d                    the MNIST-1D paper's CNN (needs pip
                                                  install "bpcore[mnist1d]")
   bpcore train --data mnist1d --arch "dense(100),relu,residual(dense(100),relu),dense(10)"
+  bpcore train --data mnist1d --arch "bidirectional(gru(6)),flatten,dense(10)"
+                                                 the paper's GRU (its own recipe)
 
 --layers lists every size, inputs first and outputs last: 64,512,10 for digits
 (64 features, 10 classes). --arch writes any network as layers separated by
 commas, each size a layer takes from its input inferred from the data:
 dense(n_out), conv1d(channels, kernel, stride=, padding=, dilation=), conv2d,
 max_pool1d(k), avg_pool1d(k), batch_norm, layer_norm, dropout(p), flatten,
-reshape(1, 40), residual(...), parallel(..., combine="sum"), and the
-activations; or a .json file of a bpcore layer config (Layer.config). Data
+reshape(1, 40), residual(...), parallel(..., combine="sum"), gru(hidden,
+return_sequences=), lstm, rnn, bidirectional(gru(...)), and the activations;
+or a .json file of a bpcore layer config (Layer.config). Data
 sets: digits, xor, patterns, mnist1d (or mnist1d:CACHE.npz), mnist:DIR,
 fashion-mnist:DIR, a .npz (arrays X, y) or a .csv (label in the last column).
 """
@@ -594,6 +602,9 @@ def _settings(
                 raise SettingError(f"--arch describes the whole network: drop --{flag}")
     data = given["data"] if given["data"] is not None else stored.get("data", DEFAULTS["data"])
     special = DATA_DEFAULTS.get(str(data).partition(":")[0], {})
+    arch = given["arch"] if given["arch"] is not None else stored.get("arch")
+    if arch is not None and _recurrent(str(arch)):
+        special = {**special, **RECURRENT_DEFAULTS.get(str(data).partition(":")[0], {})}
     if args.layers is not None or stored.get("layers") is not None:
         special = {k: v for k, v in special.items() if k != "arch"}
     elif "arch" in special and args.arch is None and "arch" not in stored:
@@ -623,6 +634,30 @@ def _settings(
             output=output or setting["output"],
         )
     return setting
+
+
+def _recurrent(spec: str) -> bool:
+    """Whether ``--arch`` (a string, or a .json layer config) has a recurrent layer; a
+    file that cannot be read counts as not (``_arch_network`` says why, later)."""
+    if not spec.strip().lower().endswith(".json"):
+        return is_recurrent(spec)
+    import json
+
+    try:
+        text = Path(spec.strip()).expanduser().read_text(encoding="utf-8")
+        return any(isinstance(v, str) and v in RECURRENT for v in _names(json.loads(text)))
+    except (OSError, ValueError, RecursionError):
+        return False
+
+
+def _names(config: Any) -> Iterator[Any]:
+    if isinstance(config, dict):
+        yield config.get("name")
+        for v in config.values():
+            yield from _names(v)
+    elif isinstance(config, list):
+        for v in config:
+            yield from _names(v)
 
 
 def _activations(config: Any) -> tuple[str | None, str | None]:

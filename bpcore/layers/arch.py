@@ -70,7 +70,8 @@ from .recurrent import lstm as _lstm_layer
 from .recurrent import rnn as _rnn_layer
 from .reshape import flatten, reshape
 
-__all__ = ["MNIST1D_CNN", "MNIST1D_GRU", "MNIST1D_MLP", "NAMES", "build"]
+__all__ = ["MNIST1D_CNN", "MNIST1D_GRU", "MNIST1D_MLP", "NAMES", "RECURRENT", "build",
+           "is_recurrent"]
 
 #: The MNIST-1D paper's networks (Greydanus & Kobak; greydanus/mnist1d, notebooks/models.py):
 #: ConvBase (three conv1d of 25 channels, kernels 5/3/3, stride 2, padding 1, then linear)
@@ -164,6 +165,9 @@ NAMES: dict[str, Callable[..., Layer]] = {
     **{name: _plain(make) for name, make in ACTIVATIONS.items()},
 }
 _COMPOSITES = ("residual", "parallel", "sequential", "bidirectional")
+#: The recurrent layer names (a network with one of them trains by its own recipe in
+#: ``bpcore train``).
+RECURRENT = tuple(GATES)
 
 
 def _literal(node: ast.expr, where: str) -> Any:
@@ -273,6 +277,20 @@ def _bidirectional(
     except BpcoreError as exc:
         raise SettingError(f"{text}: {exc}") from None
     return [*prefix, layer], output_shape(layer, shape)
+
+
+def is_recurrent(spec: str) -> bool:
+    """Whether an architecture string names a recurrent layer (``rnn``, ``gru``, ``lstm``),
+    read without building it (``False`` for a string that does not parse).
+
+    >>> is_recurrent("bidirectional(gru(6)),flatten,dense(10)"), is_recurrent("dense(10)")
+    (True, False)
+    """
+    try:
+        tree = ast.parse(f"[{spec}]", mode="eval")
+    except (SyntaxError, ValueError):
+        return False
+    return any(isinstance(node, ast.Name) and node.id in RECURRENT for node in ast.walk(tree))
 
 
 def build(spec: str, in_shape: Shape) -> Layer:
