@@ -50,7 +50,7 @@ from .losses import LossFunction, get_loss
 from .metrics import count_correct, predicted_labels
 from .optim import Optimizer, get_optimizer
 from .progress import epoch_bar, progress_wanted
-from .step import Driver, train_loop
+from .step import Driver, TrainState, train_loop
 from .training import GROUP_STEPS, batch_groups, train_epoch
 from .values import integer
 
@@ -516,11 +516,13 @@ class Model:
     def export_onnx(self, path: str | os.PathLike[str], *, overwrite: bool = False,
                     opset: int | None = None) -> Path:
         """Write the model as an ONNX file (atomically; an existing file only with
-        ``overwrite``): input ``x`` of raw features ``(batch, n_in)`` in the model's
-        dtype (the feature scaling is folded into the graph), output ``y`` (the
-        network's outputs), and for a classifier ``probabilities`` (as
-        :meth:`predict_proba`) and ``label`` (the index into :attr:`classes_`, as
-        :meth:`predict`). See :mod:`bpcore.onnx_export`; needs the ``onnx`` package."""
+        ``overwrite``): input ``x`` of raw features ``(batch, n_in)`` (or ``(batch,
+        *sample)``; integer indices for an embedding) in the model's dtype (the
+        feature scaling is folded into the graph), output ``y`` (the network's
+        outputs, in evaluation mode: batch norm's running statistics, no dropout),
+        and for a classifier ``probabilities`` (as :meth:`predict_proba`) and
+        ``label`` (the index into :attr:`classes_`, as :meth:`predict`). See
+        :mod:`bpcore.onnx_export`; needs the ``onnx`` package."""
         from .onnx_export import DEFAULT_OPSET, export_onnx
 
         if self.scaler is None and self.scaling != "none":
@@ -529,6 +531,7 @@ class Model:
         classifier = self.n_classes is not None
         return export_onnx(
             self.net, self.params, path, overwrite=overwrite, scaler=self.scaler,
+            state=self.opt_state if isinstance(self.opt_state, TrainState) else None,
             probabilities=self._probabilities() if classifier else None,
             threshold=self._threshold(), classes=self.classes_ if classifier else None,
             opset=DEFAULT_OPSET if opset is None else opset,

@@ -7,8 +7,12 @@ never imports it. Install it with ``pip install "bpcore[onnx]"`` (which brings
 
 What the file computes
 ----------------------
-* **Input** ``x``: shape ``(batch, n_in)`` (``batch`` a dynamic dimension),
-  of the parameters' dtype (float32 or float64). Given a ``scaler`` (as
+* **Input** ``x``: shape ``(batch, n_in)``, or ``(batch, *sample)`` for a
+  network that takes samples of more axes (``(batch, C, L)`` for a
+  convolution, ``(batch, time, F)`` for a recurrent layer, any number of
+  steps), ``batch`` (and a size the network leaves open) a dynamic
+  dimension, of the parameters' dtype (float32 or float64); int64 indices
+  for a network that begins with an ``embedding``. Given a ``scaler`` (as
   :meth:`bpcore.Model.export_onnx` passes the model's), the graph starts with
   ``(x - shift) / scale`` (a ``Sub`` and a ``Div``), so it takes the *raw*
   features, as :meth:`bpcore.Model.predict` does.
@@ -35,7 +39,9 @@ is ``fn(graph, config, params, x) -> y``: ``graph`` is the :class:`Graph`
 being built (``graph.op``, ``graph.constant``, ``graph.layer`` for sub-layers),
 ``config`` the layer's config, ``params`` its parameters (NumPy, in the
 export's dtype) and ``x`` the name of its input; it returns the name of its
-output. A new kind is one function::
+output. A layer with layer state (batch norm) reads it as ``graph.state``; a
+composite passes each part its share (``graph.layer(..., state=...)``). A
+new kind is one function::
 
     @register_exporter("my_layer", keys=("width",))
     def _my_layer(graph, config, params, x):
@@ -46,20 +52,44 @@ other key is refused, so a layer kind that gains a hyper-parameter cannot be
 exported with the old meaning. A kind with no exporter is a
 :class:`~bpcore.errors.SettingError` naming it.
 
-Kinds exported today: ``dense`` (``MatMul`` + ``Add``), ``identity``/``linear``
-(no node), ``relu``, ``leaky_relu`` (``LeakyRelu`` with the layer's
-``alpha``; in float64 ``Where(x > 0, x, alpha·x)``, as the node's ``alpha`` is
-a float32), ``sigmoid``, ``tanh``, ``softmax`` (over the last axis), ``gelu``
-(bpcore's tanh approximation: ``Gelu(approximate="tanh")`` in float32 from
-opset 20, else its formula in elementary nodes), and ``sequential`` (the layers in turn),
-so every network :func:`bpcore.mlp` and :func:`bpcore.layers.from_config`
-build.
+Kinds exported today: every layer kind bpcore has (a network in evaluation
+mode, as :func:`bpcore.predict` runs it):
+
+* ``dense`` (``MatMul`` + ``Add``), ``identity``/``linear`` (no node),
+  ``relu``, ``leaky_relu`` (``LeakyRelu`` with the layer's ``alpha``; in
+  float64 ``Where(x > 0, x, alpha·x)``, as the node's ``alpha`` is a
+  float32), ``sigmoid``, ``tanh``, ``softmax`` (over the last axis),
+  ``gelu`` (bpcore's tanh approximation: ``Gelu(approximate="tanh")`` in
+  float32 from opset 20, else its formula in elementary nodes);
+* ``conv1d``/``conv2d`` (``Conv``: stride, zero padding, dilation; the
+  weights' layout is ONNX's), ``max_pool1d/2d`` (``MaxPool``, with
+  dilation), ``avg_pool1d/2d`` (``AveragePool``, ``count_include_pad`` as
+  the layer's), ``flatten`` (``Flatten``), ``reshape`` (``Reshape``);
+* ``dropout`` (the identity: no node), ``layer_norm``
+  (``LayerNormalization`` in float32 from opset 17, else its formula),
+  ``batch_norm`` (``BatchNormalization`` with the running statistics of the
+  layer ``state``, in float64 its formula), ``embedding`` (``Gather``; the
+  input ``x`` is then int64 indices);
+* ``sequential`` (the layers in turn), ``residual`` (``Add``), ``parallel``
+  (``Concat`` along axis 1, or ``Add``);
+* ``rnn``, ``gru``, ``lstm`` and ``bidirectional`` (one ``RNN``/``GRU``/
+  ``LSTM`` node each; PyTorch's gate blocks reordered to ONNX's, ``z, r, h``
+  with ``linear_before_reset=1`` for the GRU and ``i, o, f, c`` for the
+  LSTM; ``Transpose``/``Reshape`` between bpcore's ``(batch, time, F)`` and
+  ONNX's ``(time, batch, F)`` on the way in and ``(time, D, batch, H)`` on
+  the way out; a learned initial state broadcast over the batch).
+
+Every float32 file runs in onnxruntime. Its CPU provider (1.32) has no
+float64 ``Conv``, ``AveragePool``, ``RNN``, ``GRU`` or ``LSTM``: a float64
+network with one of those is a valid ONNX file that onnxruntime refuses to
+run (export it in float32, or run it elsewhere).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -73,6 +103,8 @@ from .backend import to_numpy
 from .checks import check_params
 from .errors import ArgumentError, BpcoreError, DTypeError, SettingError, ShapeError
 from .layers import Layer
+from .layers.core import fits, input_shape, output_shape, show_shape
+from .step import TrainState
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -174,6 +206,9 @@ class Graph:
         self.initializers: list[Any] = []
         self._taken: set[str] = set()
         self._scope: list[str] = []
+        #: The layer state of the layer being written (batch norm's running
+        #: statistics; a tuple per layer inside a composite), ``None`` if none was given.
+        self.state: Any = None
 
     def name(self, hint: str) -> str:
         """A new unique name, ``hint`` in the current layer's scope."""
@@ -203,8 +238,27 @@ class Graph:
         ))
         return output
 
-    def layer(self, config: Any, params: Any, x: str, segment: str | None = None) -> str:
-        """Write the layer described by ``config`` (with its ``params``) on input ``x``;
+    def ops(self, op_type: str, *inputs: str, outputs: Sequence[bool], **attrs: Any
+            ) -> list[str]:
+        """A node ``op_type(*inputs)`` with several outputs, ``outputs[i]`` saying
+        whether output ``i`` is wanted (an unwanted one is left unnamed, ``""``);
+        returns their names (``""`` for the unwanted)."""
+        names = [self.name(f"{op_type}_{i}") if want else "" for i, want in enumerate(outputs)]
+        while names and not names[-1]:
+            names.pop()
+        self.nodes.append(self.onnx.helper.make_node(
+            op_type, list(inputs), names, name=self.name(op_type), **attrs
+        ))
+        return names + [""] * (len(outputs) - len(names))
+
+    def int64(self, value: Any, hint: str) -> str:
+        """An int64 initializer (shapes, axes, indices); returns its name."""
+        return self.constant(value, hint, dtype=np.int64)
+
+    def layer(self, config: Any, params: Any, x: str, segment: str | None = None, *,
+              state: Any = None) -> str:
+        """Write the layer described by ``config`` (with its ``params`` and layer
+        ``state``, which its exporter reads as :attr:`state`) on input ``x``;
         returns the name of its output. ``segment`` names a sub-layer within the
         current one (a sequential network's gives its index)."""
         path = self._scope if segment is None else [*self._scope, segment]
@@ -233,6 +287,7 @@ class Graph:
             )
         if segment is not None:
             self._scope.append(segment)
+        outer, self.state = self.state, state
         try:
             return fn(self, config, params, x)
         except BpcoreError:
@@ -242,6 +297,7 @@ class Graph:
                 f"cannot export {where} to ONNX: its parameters do not fit its config ({exc!r})"
             ) from None
         finally:
+            self.state = outer
             if segment is not None:
                 self._scope.pop()
 
@@ -259,9 +315,17 @@ def _sequential(graph: Graph, config: dict[str, Any], params: Any, x: str) -> st
             f"a sequential network of {len(layers)} layers needs one parameter dict per "
             f"layer, got {n}"
         )
+    states = _parts(graph.state, len(layers))
     for i, (c, p) in enumerate(zip(layers, params)):
-        x = graph.layer(c, p, x, str(i))
+        x = graph.layer(c, p, x, str(i), state=states[i])
     return x
+
+
+def _parts(state: Any, n: int) -> list[Any]:
+    """A composite's layer state split per part (``None`` each when it has none)."""
+    if isinstance(state, (tuple, list)) and len(state) == n:
+        return list(state)
+    return [None] * n
 
 
 @register_exporter("dense", keys=("n_in", "n_out", "init"))
@@ -326,6 +390,258 @@ def _gelu(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
     return graph.op("Mul", half_x, graph.op("Add", graph.constant(1.0, "one"), t))
 
 
+def _axes(value: Any, ndim: int) -> list[int]:
+    """A config's int-or-list geometry as ``ndim`` ints."""
+    out = [int(value)] * ndim if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+    if len(out) != ndim:
+        raise SettingError(f"expected {ndim} values, got {value!r}")
+    return out
+
+
+@register_exporter("conv1d", "conv2d", keys=("in_channels", "out_channels", "kernel_size",
+                                             "stride", "padding", "dilation", "init"))
+def _conv(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """``Conv`` (PyTorch's and ONNX's layout agree: ``W`` (C_out, C_in, *kernel)), the
+    zero padding at both ends of each axis."""
+    ndim = 1 if config["name"] == "conv1d" else 2
+    k = _axes(config["kernel_size"], ndim)
+    W, b = params["W"], params["b"]
+    want = (config["out_channels"], config["in_channels"], *k)
+    if tuple(W.shape) != want or tuple(b.shape) != (config["out_channels"],):
+        raise ShapeError(f"{config['name']} has W {W.shape} and b {b.shape} but its config "
+                         f"says W {want}; export the parameters made for this network")
+    pads = _axes(config["padding"], ndim)
+    return graph.op("Conv", x, graph.constant(W, "W"), graph.constant(b, "b"), kernel_shape=k,
+                    strides=_axes(config["stride"], ndim), pads=pads + pads,
+                    dilations=_axes(config["dilation"], ndim))
+
+
+@register_exporter("max_pool1d", "max_pool2d", keys=("kernel_size", "stride", "padding",
+                                                     "dilation"))
+def _max_pool(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """``MaxPool``: its padding never wins a window, as bpcore's ``-inf`` padding."""
+    ndim = 1 if config["name"] == "max_pool1d" else 2
+    pads = _axes(config["padding"], ndim)
+    return graph.op("MaxPool", x, kernel_shape=_axes(config["kernel_size"], ndim),
+                    strides=_axes(config["stride"], ndim), pads=pads + pads,
+                    dilations=_axes(config.get("dilation", 1), ndim))
+
+
+@register_exporter("avg_pool1d", "avg_pool2d", keys=("kernel_size", "stride", "padding",
+                                                     "count_include_pad"))
+def _avg_pool(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """``AveragePool`` with the layer's ``count_include_pad``."""
+    ndim = 1 if config["name"] == "avg_pool1d" else 2
+    pads = _axes(config["padding"], ndim)
+    return graph.op("AveragePool", x, kernel_shape=_axes(config["kernel_size"], ndim),
+                    strides=_axes(config["stride"], ndim), pads=pads + pads,
+                    count_include_pad=int(bool(config.get("count_include_pad", True))))
+
+
+@register_exporter("flatten")
+def _flatten(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    return graph.op("Flatten", x, axis=1)
+
+
+@register_exporter("reshape", keys=("shape",))
+def _reshape(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """``Reshape`` to ``(batch, *shape)`` (the 0 keeps the batch axis)."""
+    return graph.op("Reshape", x, graph.int64([0, *map(int, config["shape"])], "shape"))
+
+
+@register_exporter("dropout", keys=("p",))
+def _dropout(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """Evaluation mode, as :func:`bpcore.predict` runs it: the identity (no node)."""
+    return x
+
+
+@register_exporter("layer_norm", keys=("normalized_shape", "eps"))
+def _layer_norm(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """``LayerNormalization`` over the trailing axes in float32 from opset 17; else
+    bpcore's formula ``γ (x - μ) / √(σ² + ε) + β`` in elementary nodes, in bpcore's
+    order (the node's ``epsilon`` is a float32: 1e-3 would be off by 4e-11 in float64)."""
+    gamma, beta = params["gamma"], params["beta"]
+    shape = config["normalized_shape"]
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(map(int, shape))
+    if tuple(gamma.shape) != shape or tuple(beta.shape) != shape:
+        raise ShapeError(f"layer_norm over {shape} has gamma {gamma.shape} and beta "
+                         f"{beta.shape}; export the parameters made for this network")
+    g, b, eps = graph.constant(gamma, "gamma"), graph.constant(beta, "beta"), config["eps"]
+    if graph.opset >= 17 and graph.dtype == np.float32:
+        return graph.op("LayerNormalization", x, g, b, axis=-len(shape), epsilon=float(eps))
+    axes = list(range(-len(shape), 0))
+
+    def mean(a: str) -> str:  # ReduceMean's axes: an attribute before opset 18, an input from it
+        if graph.opset >= 18:
+            return graph.op("ReduceMean", a, graph.int64(axes, "axes"), keepdims=1)
+        return graph.op("ReduceMean", a, axes=axes, keepdims=1)
+
+    centered = graph.op("Sub", x, mean(x))
+    var = mean(graph.op("Mul", centered, centered))
+    rstd = graph.op("Div", graph.constant(1.0, "one"),
+                    graph.op("Sqrt", graph.op("Add", var, graph.constant(eps, "eps"))))
+    return graph.op("Add", graph.op("Mul", g, graph.op("Mul", centered, rstd)), b)
+
+
+@register_exporter("batch_norm", keys=("num_features", "momentum", "eps"))
+def _batch_norm(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """Evaluation mode, with the running statistics of the layer's state (what
+    :func:`bpcore.predict` normalizes with): ``BatchNormalization`` in float32; in
+    float64 bpcore's ``γ (x - mean) / √(var + ε) + β`` with ``1/√(var + ε)`` computed
+    here as bpcore does (the node's ``epsilon`` is a float32), over ``x`` viewed as
+    ``(batch, C, -1)``."""
+    c = int(config["num_features"])
+    state = graph.state
+    if not isinstance(state, dict) or "mean" not in state or "var" not in state:
+        raise SettingError(
+            "batch_norm normalizes with its running statistics, which are layer state, not "
+            "parameters: pass state= (the TrainState the training step returned, or its "
+            ".layers; Model.export_onnx passes the model's)"
+        )
+    arrays = {"gamma": params["gamma"], "beta": params["beta"],
+              "mean": np.asarray(to_numpy(state["mean"])),
+              "var": np.asarray(to_numpy(state["var"]))}
+    for key, a in arrays.items():
+        if tuple(a.shape) != (c,):
+            raise ShapeError(f"batch_norm({c}) has {key} of shape {tuple(a.shape)}, not "
+                             f"({c},); export the parameters and state made for this network")
+    if not all(np.all(np.isfinite(a)) for a in arrays.values()) or np.any(arrays["var"] < 0):
+        raise SettingError("batch_norm's running statistics are not finite (or a variance "
+                           "is negative); export the state of a healthy run")
+    eps = float(config["eps"])
+    if graph.dtype == np.float32:
+        return graph.op("BatchNormalization", x,
+                        *(graph.constant(a, k) for k, a in arrays.items()), epsilon=eps)
+    column = {k: graph.constant(np.asarray(a, graph.dtype).reshape(c, 1), k)
+              for k, a in arrays.items() if k != "var"}
+    var = np.asarray(arrays["var"], graph.dtype)
+    rstd = graph.constant((1.0 / np.sqrt(var + eps)).reshape(c, 1), "rstd")
+    flat = graph.op("Reshape", x, graph.int64([0, c, -1], "per_channel"))
+    xhat = graph.op("Mul", graph.op("Sub", flat, column["mean"]), rstd)
+    y = graph.op("Add", graph.op("Mul", column["gamma"], xhat), column["beta"])
+    return graph.op("Reshape", y, graph.op("Shape", x))
+
+
+@register_exporter("embedding", keys=("num_embeddings", "dim", "init"))
+def _embedding(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """``Gather`` of the table's rows by the int64 indices ``x``."""
+    W = params["W"]
+    if tuple(W.shape) != (config["num_embeddings"], config["dim"]):
+        raise ShapeError(f"embedding({config['num_embeddings']}, {config['dim']}) has W "
+                         f"{W.shape}; export the parameters made for this network")
+    return graph.op("Gather", graph.constant(W, "W"), x, axis=0)
+
+
+@register_exporter("residual", keys=("layer",))
+def _residual(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """``x + f(x)``."""
+    return graph.op("Add", x, graph.layer(config["layer"], params, x, "f", state=graph.state))
+
+
+@register_exporter("parallel", keys=("combine", "layers"))
+def _parallel(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    """Every branch on ``x``, then ``Concat`` along axis 1 or a chain of ``Add``
+    (left to right, as bpcore sums)."""
+    branches = config["layers"]
+    if not isinstance(params, (tuple, list)) or len(params) != len(branches):
+        raise SettingError(f"parallel of {len(branches)} branches needs one parameter entry "
+                           "per branch")
+    states = _parts(graph.state, len(branches))
+    ys = [graph.layer(c, p, x, str(i), state=s)
+          for i, (c, p, s) in enumerate(zip(branches, params, states))]
+    if config["combine"] == "concat":
+        return graph.op("Concat", *ys, axis=1)
+    if config["combine"] != "sum":
+        raise SettingError(f"parallel's combine is {config['combine']!r}; bpcore has concat "
+                           "and sum")
+    y = ys[0]
+    for other in ys[1:]:
+        y = graph.op("Add", y, other)
+    return y
+
+
+#: PyTorch's gate blocks (rows of W_ih, W_hh, b_ih, b_hh) in ONNX's order: GRU
+#: ``r, z, n`` -> ``z, r, h``; LSTM ``i, f, g, o`` -> ``i, o, f, c``.
+_GATE_ORDER = {"rnn": (0,), "gru": (1, 0, 2), "lstm": (0, 3, 1, 2)}
+_RECURRENT_KEYS = ("n_in", "hidden", "return_sequences", "truncate", "initial_state",
+                   "reverse")
+
+
+@register_exporter("rnn", "gru", "lstm", keys=_RECURRENT_KEYS)
+def _recurrent(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    return _recurrent_node(graph, config, params, x, ("",))
+
+
+@register_exporter("bidirectional", keys=("layer",))
+def _bidirectional(graph: Graph, config: dict[str, Any], params: Any, x: str) -> str:
+    inner = config["layer"]
+    if not isinstance(inner, dict) or inner.get("name") not in _GATE_ORDER:
+        raise SettingError(f"bidirectional wraps an rnn, gru or lstm, got {inner!r:.80}")
+    unknown = sorted(set(inner) - set(_RECURRENT_KEYS) - {"name"})
+    if unknown:
+        raise SettingError(f"the bidirectional {inner['name']}'s config has "
+                           f"{', '.join(map(repr, unknown))}, which the exporter does not "
+                           "know; extend the exporter first")
+    return _recurrent_node(graph, inner, params, x, ("", "_reverse"))
+
+
+def _recurrent_node(graph: Graph, config: dict[str, Any], params: Any, x: str,
+                    suffixes: tuple[str, ...]) -> str:
+    """One ONNX ``RNN``/``GRU``/``LSTM`` node over both or one direction.
+
+    bpcore's ``(batch, time, F)`` is transposed to ONNX's ``(time, batch, F)``; the
+    gate blocks are reordered (:data:`_GATE_ORDER`), GRU with ``linear_before_reset=1``
+    (``r ⊙ (W_hn h + b_hn)``, PyTorch's form); outputs ``Y`` ``(time, D, batch, H)``
+    become ``(batch, time, D·H)`` (forward direction first), or the final states
+    ``Y_h`` ``(D, batch, H)`` become ``(batch, D·H)``. Truncation changes only the
+    gradient, so it does not enter the graph. A learned initial state is broadcast
+    over the batch.
+    """
+    kind, H, F = config["name"], int(config["hidden"]), int(config["n_in"])
+    order = _GATE_ORDER[kind]
+    G, D = len(order), len(suffixes)
+
+    def gates(a: Any, key: str, shape: tuple[int, ...]) -> Any:
+        if tuple(a.shape) != shape:
+            raise ShapeError(f"{kind}({F}, {H}) has {key} of shape {tuple(a.shape)}, not "
+                             f"{shape}; export the parameters made for this network")
+        return np.concatenate([a[g * H:(g + 1) * H] for g in order], axis=0)
+
+    W = np.stack([gates(params["W_ih" + s], "W_ih" + s, (G * H, F)) for s in suffixes])
+    R = np.stack([gates(params["W_hh" + s], "W_hh" + s, (G * H, H)) for s in suffixes])
+    B = np.stack([np.concatenate([gates(params["b_ih" + s], "b_ih" + s, (G * H,)),
+                                  gates(params["b_hh" + s], "b_hh" + s, (G * H,))])
+                  for s in suffixes])
+    states = ("h0", "c0") if kind == "lstm" else ("h0",)
+    initial = ["", ""]
+    if config.get("initial_state", "zeros") == "learned":
+        batch = graph.op("Gather", graph.op("Shape", x), graph.int64([0], "batch_axis"), axis=0)
+        grid = graph.op("Concat", graph.int64([1], "one"), batch, graph.int64([1], "one"),
+                        axis=0)  # (1, batch, 1)
+        for i, key in enumerate(states):
+            s0 = np.stack([np.asarray(params[key + s]).reshape(1, H) for s in suffixes])
+            initial[i] = graph.op("Expand", graph.constant(s0, key), grid)  # (D, batch, H)
+    elif config.get("initial_state", "zeros") != "zeros":
+        raise SettingError(f"{kind}'s initial_state is {config['initial_state']!r}; bpcore "
+                           "has zeros and learned")
+    direction = "bidirectional" if D == 2 else "reverse" if config.get("reverse") else "forward"
+    inputs = [graph.op("Transpose", x, perm=[1, 0, 2]), graph.constant(W, "W"),
+              graph.constant(R, "R"), graph.constant(B, "B"), "", initial[0]]
+    if kind == "lstm":
+        inputs.append(initial[1])
+    while not inputs[-1]:
+        inputs.pop()
+    extra = {"linear_before_reset": 1} if kind == "gru" else {}
+    seq = bool(config.get("return_sequences", True))
+    y, y_h = graph.ops(kind.upper(), *inputs, outputs=(seq, not seq), hidden_size=H,
+                       direction=direction, **extra)[:2]
+    if seq:  # (time, D, batch, H) -> (batch, time, D, H) -> (batch, time, D·H)
+        out = graph.op("Transpose", y, perm=[2, 0, 1, 3])
+        return graph.op("Reshape", out, graph.int64([0, 0, D * H], "shape"))
+    out = graph.op("Transpose", y_h, perm=[1, 0, 2])  # (D, batch, H) -> (batch, D, H)
+    return graph.op("Reshape", out, graph.int64([0, D * H], "shape"))
+
+
 # --------------------------------------------------------------------------
 # the model
 
@@ -334,7 +650,8 @@ def to_onnx(
     net: Layer,
     params: Any,
     *,
-    n_in: int | Sequence[int] | None = None,
+    state: Any = None,
+    n_in: int | Sequence[int | None] | None = None,
     scaler: Any = None,
     probabilities: str | None = None,
     threshold: float = 0.0,
@@ -351,12 +668,23 @@ def to_onnx(
         kind has an exporter in :data:`EXPORTERS`).
     params
         Its parameters, on any backend and device (copied to the host).
+    state : optional
+        The network's layer state: the :class:`~bpcore.step.TrainState` its
+        training step returned (or that state's ``.layers``). Needed for
+        ``batch_norm``, whose running statistics the graph normalizes with
+        (evaluation mode, as :func:`bpcore.predict`); dropout is the identity.
     n_in : int or sequence of int, optional
-        Features per sample (or the per-sample shape); needed only when the
-        network does not know it (``net.n_in`` is ``None``).
+        Features per sample, or the per-sample shape (``None`` for a size left
+        dynamic in the graph, e.g. ``(None, 3)``: any number of steps of 3
+        features; ``()`` for one index per sample into an embedding). Needed
+        only where the network does not fix it: by default the shape it takes
+        (``(time, F)`` with a dynamic ``time`` for a recurrent first layer),
+        else the scaler's, else the flat input a first ``reshape`` takes, else
+        for an embedding ``()`` or ``(time,)``, whichever the network takes.
     scaler : bpcore.data.Scaler, optional
         Feature scaling ``(x - shift) / scale`` to put in front of the network,
-        so the graph takes raw features.
+        so the graph takes raw features (one ``shift``/``scale`` per value of a
+        sample, laid out as the sample).
     probabilities : {None, "softmax", "sigmoid", "identity"}
         For a classifier, how its class probabilities follow from ``y``; adds
         the outputs ``probabilities`` and ``label``.
@@ -381,7 +709,8 @@ def to_onnx(
     ------
     SettingError
         A layer kind without an exporter (named), an unknown config key, a bad
-        opset, ``probabilities`` or ``scaler``.
+        opset, ``probabilities`` or ``scaler``, a ``batch_norm`` without its
+        running statistics (``state``).
     ShapeError, DTypeError, ArgumentError
         Parameters that do not fit the network, or are not float32/float64.
     ImportError
@@ -403,21 +732,31 @@ def to_onnx(
         raise SettingError(f"probabilities must be None or one of {', '.join(PROBABILITIES)}, "
                            f"got {probabilities!r}")
     host, export_dtype = _host_params(net, params, dtype)
-    shape = _input_shape(net, n_in)
-
+    layer_state = _host_state(state)
+    shape = _input_shape(net, n_in, scaler)
+    indices = net.n_index is not None
+    if indices and scaler is not None and str(getattr(scaler, "method", "none")) != "none":
+        raise SettingError("this network begins with an embedding: its inputs are integer "
+                           "indices, which are never scaled; export without a scaler")
     graph = Graph(export_dtype, opset)
     x = "x"
     graph._taken.add(x)
     method = "none"
-    if scaler is not None:
-        method = _scale(graph, scaler, shape)
+    if scaler is not None and not indices:
+        method, shift, scale = _scale(graph, scaler, shape)
+        shape = tuple(shift.shape)  # a dynamic size the scaler fixes is fixed
         if method != "none":
-            x = graph.op("Div", graph.op("Sub", x, graph.constant(scaler.shift, "scaler.shift")),
-                         graph.constant(scaler.scale, "scaler.scale"))
-    y = graph.layer(net.config, host, x)
+            x = graph.op("Div", graph.op("Sub", x, graph.constant(shift, "scaler.shift")),
+                         graph.constant(scale, "scaler.scale"))
+    try:
+        y_shape = output_shape(net, shape)
+    except ShapeError as exc:
+        raise ShapeError(f"the network cannot take samples of shape {show_shape(shape)}: "
+                         f"{exc}; pass n_in= with the per-sample shape it takes") from None
+    y = graph.layer(net.config, host, x, state=layer_state)
     graph.op("Identity", y, output="y")
-    n_out = net.n_out
-    out_shape: list[Any] | None = ["batch", n_out] if n_out is not None else None
+    n_out = y_shape[-1] if y_shape else None
+    out_shape: list[Any] | None = ["batch", *y_shape]
     outputs = [onnx.helper.make_tensor_value_info("y", graph.elem_type, out_shape,
                                                   _OUTPUTS_DOC["y"])]
     if probabilities is not None:
@@ -437,8 +776,10 @@ def to_onnx(
             onnx.helper.make_tensor_value_info("label", onnx.TensorProto.INT64, ["batch"],
                                                _OUTPUTS_DOC["label"]),
         ]
+    dims = ["batch", *(f"dim{i + 1}" if n is None else n for i, n in enumerate(shape))]
     inputs = [onnx.helper.make_tensor_value_info(
-        "x", graph.elem_type, ["batch", *shape],
+        "x", onnx.TensorProto.INT64 if indices else graph.elem_type, dims,
+        "integer indices into the embedding" if indices else
         "features" + (" (raw: the graph scales them)" if method != "none" else ""),
     )]
     body = onnx.helper.make_graph(graph.nodes, "bpcore", inputs, outputs, graph.initializers)
@@ -481,9 +822,9 @@ def export_onnx(
 ) -> Path:
     """Write ``net`` with ``params`` as an ONNX file, atomically.
 
-    The model is :func:`to_onnx`'s (``options`` are its keywords: ``n_in``,
-    ``scaler``, ``probabilities``, ``threshold``, ``classes``, ``dtype``,
-    ``opset``). It is written to a temporary file beside ``path``, flushed,
+    The model is :func:`to_onnx`'s (``options`` are its keywords: ``state``,
+    ``n_in``, ``scaler``, ``probabilities``, ``threshold``, ``classes``,
+    ``dtype``, ``opset``). It is written to a temporary file beside ``path``, flushed,
     ``fsync``-ed and renamed onto ``path`` (as :mod:`bpcore.checkpoint` writes),
     so a crash leaves the old file or the new one, never a torn one. For a
     :class:`bpcore.Model` use :meth:`~bpcore.Model.export_onnx`, which also
@@ -552,27 +893,55 @@ def _host_params(net: Layer, params: Any, dtype: str | None) -> tuple[Any, np.dt
     return params, np.dtype(dtype or "float32")
 
 
-def _input_shape(net: Layer, n_in: int | Sequence[int] | None) -> tuple[int, ...]:
-    """The per-sample input shape: ``net.n_in``, or ``n_in`` where the net does not know it."""
-    if n_in is None:
-        if net.n_in is None:
-            raise SettingError(
-                "this network does not know its input size (it begins with a layer that "
-                "keeps the width of its input); pass n_in=, e.g. n_in=64"
-            )
-        return (int(net.n_in),)
-    shape = (n_in,) if isinstance(n_in, (int, np.integer)) else tuple(n_in)
-    if not shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1
-                        for n in shape):
-        raise SettingError(f"n_in must be a positive int (or a shape of them), got {n_in!r}")
-    if net.n_in is not None and shape != (net.n_in,):
-        raise SettingError(f"n_in={n_in!r} but the network takes {net.n_in} features; "
-                           "leave n_in out")
-    return tuple(int(n) for n in shape)
+def _host_state(state: Any) -> Any:
+    """The layer-state tree (of a :class:`~bpcore.step.TrainState`, or as given) on the host."""
+    if isinstance(state, TrainState):
+        state = state.layers
+    return None if state is None else tree.map_arrays(to_numpy, state)
 
 
-def _scale(graph: Graph, scaler: Any, shape: tuple[int, ...]) -> str:
-    """Check a scaler against the input shape; its method name."""
+def _input_shape(net: Layer, n_in: int | Sequence[int | None] | None,
+                 scaler: Any) -> tuple[int | None, ...]:
+    """The per-sample input shape (``None`` for a dynamic size): ``n_in`` if given,
+    else what the network takes, the scaler's, a first reshape's, an embedding's."""
+    want = input_shape(net)
+    if n_in is not None:
+        shape = (n_in,) if isinstance(n_in, (int, np.integer)) else tuple(n_in)
+        if isinstance(n_in, (str, bytes)) or (not shape and net.n_index is None) or any(
+                n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                                   or n < 1) for n in shape):
+            raise SettingError(f"n_in must be a positive int (or a per-sample shape of them, "
+                               f"None for a dynamic size), got {n_in!r}")
+        shape = tuple(None if n is None else int(n) for n in shape)
+        if not fits(want, shape):
+            assert want is not None
+            raise SettingError(f"n_in={n_in!r} but the network takes samples of shape "
+                               f"{show_shape(want)}; leave n_in out")
+        return shape
+    if want is not None:
+        return tuple(want)
+    shift = getattr(scaler, "shift", None)
+    if shift is not None and net.n_index is None:
+        return tuple(int(n) for n in np.shape(shift))
+    first = net.config
+    while isinstance(first, dict) and first.get("name") == "sequential" and first["layers"]:
+        first = first["layers"][0]
+    if isinstance(first, dict) and first.get("name") == "reshape":
+        return (math.prod(int(n) for n in first["shape"]),)
+    if net.n_index is not None:  # one index per sample, or a sequence of them
+        for shape in ((), (None,)):
+            with contextlib.suppress(ShapeError):
+                output_shape(net, shape)
+                return shape
+    raise SettingError(
+        "this network does not know its input size (it begins with a layer that "
+        "keeps the width of its input); pass n_in=, e.g. n_in=64"
+    )
+
+
+def _scale(graph: Graph, scaler: Any, shape: tuple[int | None, ...]) -> tuple[str, Any, Any]:
+    """Check a scaler against the input shape; its method name, and its shift and scale
+    laid out as a sample (one per value, as :class:`bpcore.Model` scales)."""
     try:
         method = str(scaler.method)
         shift, scale = np.asarray(scaler.shift), np.asarray(scaler.scale)
@@ -581,16 +950,22 @@ def _scale(graph: Graph, scaler: Any, shape: tuple[int, ...]) -> str:
             f"scaler must be a bpcore.data.Scaler (method, shift, scale), got "
             f"{type(scaler).__name__}"
         ) from None
-    if shift.shape != shape or scale.shape != shape:
+    known = math.prod(n for n in shape if n is not None)
+    missing = [i for i, n in enumerate(shape) if n is None]
+    sample = list(shape)
+    if len(missing) == 1 and known and shift.size % known == 0:
+        sample[missing[0]] = shift.size // known  # the dynamic size the scaler fixes
+    sizes = [n for n in sample if n is not None]
+    if shift.shape != scale.shape or len(sizes) != len(sample) or shift.size != math.prod(sizes):
         raise ShapeError(
             f"the scaler has shift {shift.shape} and scale {scale.shape} but the network takes "
-            f"samples of shape {shape}"
+            f"samples of shape {show_shape(shape)}"
         )
     cast = (shift.astype(graph.dtype), scale.astype(graph.dtype))
     if not all(np.all(np.isfinite(a)) for a in cast) or np.any(cast[1] == 0):
         raise SettingError(f"the scaler's shift and scale must be finite in {graph.dtype} and "
                            "the scale non-zero")
-    return method
+    return method, cast[0].reshape(sample), cast[1].reshape(sample)
 
 
 def _check_target(path: str | os.PathLike[str], overwrite: bool) -> Path:

@@ -25,10 +25,13 @@ examples:
   bpcore train --save digits.npz && bpcore export digits.npz digits.onnx
   bpcore export digits.npz digits.onnx --overwrite --opset 20
 
-The file takes raw features `x` (batch, n_in), in the checkpoint's dtype; its
-outputs are `y` (the network's output: logits for a linear last layer) and, for
-a classifier, `probabilities` and `label` (the class index; the classes are in
-the model's metadata, key "classes"). Needs the onnx package (pip install onnx).
+The file takes raw features `x` (batch, n_in), or (batch, *sample) for a
+network of convolutions or recurrent layers, in the checkpoint's dtype (int64
+indices for an embedding); the network runs in evaluation mode (batch norm's
+running statistics, no dropout). Its outputs are `y` (the network's output:
+logits for a linear last layer) and, for a classifier, `probabilities` and
+`label` (the class index; the classes are in the model's metadata, key
+"classes"). Needs the onnx package (pip install onnx).
 """
 
 
@@ -60,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
     path = model.export_onnx(args.output, overwrite=args.overwrite,
                              opset=DEFAULT_OPSET if args.opset is None else args.opset)
     outputs = "y, probabilities, label" if model.n_classes is not None else "y"
-    print(f"wrote {path}: input x ({model.dtype}, batch x {model.net.n_in}, raw features), "
-          f"outputs {outputs}")
+    graph = require_onnx().load(str(path), load_external_data=False).graph
+    dims = " x ".join(d.dim_param or str(d.dim_value)
+                      for d in graph.input[0].type.tensor_type.shape.dim)
+    what = "int64 indices" if model.n_index is not None else f"{model.dtype}, raw features"
+    print(f"wrote {path}: input x ({dims}, {what}), outputs {outputs}")
     return 0
 
 
