@@ -431,6 +431,10 @@ class Model:
         rank 0 (``if model.comm.rank == 0: model.save(...)``): they load in a
         single-process run. ``fit`` callbacks run on every rank; one that stops
         training must decide alike on all (e.g. from the gathered metrics).
+        Batch norm is synchronised (:func:`bpcore.distributed.sync_batch_norm`):
+        its training statistics are the global batch's, so the running
+        statistics stay identical on every rank and N ranks train as one
+        process does with the global batch.
 
         Parameters
         ----------
@@ -445,12 +449,13 @@ class Model:
         Model
             ``self``.
         """
-        from .distributed import Communicator, communicator
+        from .distributed import Communicator, communicator, sync_batch_norm
 
         if not isinstance(comm, Communicator):
             comm = communicator(comm)
         op = "sum" if self.loss.name in _SUM_LOSSES else "mean"
         sync = comm.grad_transform(op=op, dtype=dtype)
+        self.net = sync_batch_norm(self.net, comm, sync)  # its config stays the same
         scaler = None if self.scaler is None else self.scaler.to_dict()
         classes = None if self.encoding is None else self.encoding.to_list()
         self.params, self.opt_state, self.seed, self.epoch, scaler, classes = comm.bcast(

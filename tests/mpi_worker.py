@@ -201,6 +201,65 @@ def scenario_model(comm: Any, out: Path) -> None:
     save(out, "model", comm.rank, flat_params(model.params))
 
 
+def bn_net() -> bp.Layer:
+    """Batch norm over (batch, C, L) after a convolution and over (batch, C) after a
+    dense layer, and a dropout-free head: the network of the batch-norm scenarios."""
+    return bp.sequential(bp.conv1d(2, 4, 3, padding=1), bp.batch_norm(4), bp.relu(),
+                         bp.flatten(), bp.dense(32, 6), bp.batch_norm(6, momentum=0.3),
+                         bp.tanh(), bp.dense(6, 3))
+
+
+#: Rows per rank of each step of the batch-norm scenario: even shards, then a
+#: ragged global batch of 7 rows (4 + 3, shares 4/7 and 3/7).
+BN_ROWS = [(4, 4)] * 4 + [(4, 3)]
+
+
+def bn_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(8)
+    n = sum(a + b for a, b in BN_ROWS)
+    return rng.standard_normal((n, 2, 8)) * 2.0 + 1.5, rng.integers(0, 3, n)
+
+
+def bn_flat(params: Any, state: Any) -> dict[str, np.ndarray]:
+    out = {path.replace("/", "."): bp.to_numpy(a) for path, a in bp.tree.paths(params)}
+    out.update({"state." + path.replace("/", "."): bp.to_numpy(a)
+                for path, a in bp.tree.paths(state.layers)})
+    return out
+
+
+def scenario_batch_norm(comm: Any, out: Path) -> None:
+    """Synchronised batch norm: train_step with the gradient all-reduce, every
+    rank its shard of each global batch (the last one uneven)."""
+    from bpcore.distributed import sync_batch_norm
+
+    opt = bp.adam(lr=0.05)
+    allreduce = comm.grad_transform()
+    net = sync_batch_norm(bn_net(), comm, allreduce)
+    params = comm.bcast(net.init(seed=11 + comm.rank, dtype="float64"))
+    state = bp.train_state(net, opt, params)
+    step = bp.train_step(net, "softmax_cross_entropy", opt, grad_transform=allreduce)
+    X, y = bn_data()
+    start = 0
+    for rows in BN_ROWS:
+        mine = slice(start + sum(rows[:comm.rank]), start + sum(rows[:comm.rank + 1]))
+        allreduce.scale = rows[comm.rank] / sum(rows)
+        params, state, _ = step(params, state, X[mine], y[mine])
+        start += sum(rows)
+    save(out, "batch_norm", comm.rank, bn_flat(params, state))
+
+
+def scenario_model_batch_norm(comm: Any, out: Path) -> None:
+    """Model.distribute with batch norm (45 rows: the last global batch 3 + 2)."""
+    X, y = bn_data()
+    model = bp.Model(bn_net(), optimizer="adam", lr=0.02, batch_size=BATCH, dtype="float64",
+                     seed=4 + comm.rank)
+    model.distribute(comm)
+    model.fit(X[:45], y[:45], epochs=2, progress=False)
+    scores = model.evaluate(X, y)
+    (out / f"model_bn-rank{comm.rank}.json").write_text(json.dumps({"scores": scores}))
+    save(out, "model_bn", comm.rank, bn_flat(model.params, model.opt_state))
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
              if name.startswith("scenario_")}
 

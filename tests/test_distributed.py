@@ -119,7 +119,8 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One 2-rank run of the worker's collective scenarios; their output folder."""
     out = tmp_path_factory.mktemp("mpi")
     mpirun([sys.executable, str(WORKER), str(out), "broadcast", "equiv_sgd", "equiv_adam",
-            "equiv_fused", "lowprec", "buckets", "shards", "mismatch", "backends"])
+            "equiv_fused", "lowprec", "buckets", "shards", "mismatch", "backends",
+            "batch_norm"])
     return out
 
 
@@ -163,6 +164,51 @@ def test_two_ranks_match_one_process_on_the_concatenated_batch(
         np.testing.assert_allclose(r0[key], ref[key], rtol=1e-10, atol=1e-12)
         assert not np.allclose(r0[key], mpi_worker.flat_params(
             bp.mlp(mpi_worker.SIZES, "tanh").init(seed=7, dtype="float64"))[key])
+
+
+def _bn_atol(key: str) -> float:
+    """A bias right before a batch norm has gradient zero but for rounding, which
+    Adam turns into steps of up to lr * 1e-17 / eps: those biases (and the running
+    means they enter) stay ~1e-10 apart; every other value agrees to ~1e-15."""
+    return 1e-8 if key in ("0.b", "4.b", "state.1.mean", "state.5.mean") else 1e-12
+
+
+def test_synchronised_batch_norm_on_two_ranks_matches_one_process(ranks: Path) -> None:
+    """Parameters and running statistics of 2 ranks (their shards of each global
+    batch, the last one uneven) are those of one process on the whole batches."""
+    r0, r1 = both(ranks, "batch_norm")
+    net, opt = mpi_worker.bn_net(), bp.adam(lr=0.05)
+    params = net.init(seed=11, dtype="float64")
+    state = bp.train_state(net, opt, params)
+    step = bp.train_step(net, "softmax_cross_entropy", opt)
+    X, y = mpi_worker.bn_data()
+    start = 0
+    for rows in mpi_worker.BN_ROWS:
+        batch = slice(start, start + sum(rows))
+        params, state, _ = step(params, state, X[batch], y[batch])
+        start += sum(rows)
+    ref = mpi_worker.bn_flat(params, state)
+    assert set(r0) == set(ref) and "state.1.mean" in ref and "state.5.var" in ref
+    for key in ref:
+        np.testing.assert_array_equal(r0[key], r1[key])  # the ranks never drift apart
+        np.testing.assert_allclose(r0[key], ref[key], rtol=1e-9, atol=_bn_atol(key))
+    # per-rank statistics would differ: the shards' means are not the batch's
+    assert not np.allclose(ref["state.1.mean"], 0.0)
+
+
+def test_model_distribute_synchronises_batch_norm(tmp_path: Path) -> None:
+    mpirun([sys.executable, str(WORKER), str(tmp_path), "model_batch_norm"])
+    r0, r1 = both(tmp_path, "model_bn")
+    X, y = mpi_worker.bn_data()
+    single = bp.Model(mpi_worker.bn_net(), optimizer="adam", lr=0.02,
+                      batch_size=2 * mpi_worker.BATCH, dtype="float64", seed=4)
+    single.fit(X[:45], y[:45], epochs=2, progress=False)
+    ref = mpi_worker.bn_flat(single.params, single.opt_state)
+    for key in ref:
+        np.testing.assert_array_equal(r0[key], r1[key])
+        np.testing.assert_allclose(r0[key], ref[key], rtol=1e-9, atol=_bn_atol(key))
+    scores = json.loads((tmp_path / "model_bn-rank0.json").read_text())["scores"]
+    assert scores["loss"] == pytest.approx(single.evaluate(X, y)["loss"], rel=1e-9)
 
 
 def test_broadcast_makes_ranks_identical_despite_different_seeds(ranks: Path) -> None:

@@ -92,6 +92,96 @@ def test_batch_norm_matches_torch_in_both_modes(
         np.testing.assert_allclose(host(new["var"]), tv.numpy(), rtol=1e-12)
 
 
+class ThreadSync:
+    """Two "ranks" as two threads of this process: a stand-in for
+    :class:`bpcore.distributed.BatchStatSync` (sums over the ranks; ``grad_sum``
+    weighted by each rank's share of the global batch)."""
+
+    def __init__(self, shares: list[float]) -> None:
+        import threading
+
+        self.shares = shares
+        self.barrier = threading.Barrier(len(shares))
+        self.slots: list[Any] = [None] * len(shares)
+        self.local = threading.local()
+
+    def _all(self, parts: list[Any], weight: float) -> list[Any]:
+        rank = self.local.rank
+        self.slots[rank] = [p * weight for p in parts]
+        self.barrier.wait()
+        total = [sum(col[1:], col[0]) for col in zip(*self.slots)]
+        self.barrier.wait()  # every rank has read the slots before the next call
+        return total
+
+    def sum(self, parts: list[Any]) -> list[Any]:
+        return self._all(parts, 1.0)
+
+    def grad_sum(self, parts: list[Any]) -> list[Any]:
+        w = self.shares[self.local.rank]
+        return [t / w for t in self._all(parts, w)]
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (7, 3, 5)])
+def test_synchronised_batch_norm_on_shards_is_batch_norm_on_the_whole_batch(
+    xp: ModuleType, shape: tuple[int, ...]
+) -> None:
+    """Two shards (4 + 3 rows) through a synchronised batch norm give the whole
+    batch's outputs, input gradients (in each shard's units: dy / share), parameter
+    gradients (their share-weighted sum) and running statistics."""
+    import threading
+
+    rng = np.random.default_rng(4)
+    x, dy = rng.standard_normal(shape) * 3 + 2, rng.standard_normal(shape)
+    params = {"gamma": put(xp, rng.uniform(0.5, 1.5, 3)), "beta": put(xp, rng.normal(size=3))}
+    state = {"mean": put(xp, rng.normal(size=3)), "var": put(xp, rng.uniform(0.5, 2, 3))}
+    y, cache, new = norm.batch_norm_forward(params, put(xp, x), state=state, train=True,
+                                            momentum=0.3)
+    dx, grads = norm.batch_norm_backward(params, cache, put(xp, dy))
+    rows = [slice(0, 4), slice(4, 7)]
+    shares = [4 / 7, 3 / 7]
+    sync = ThreadSync(shares)
+    results: list[Any] = [None, None]
+
+    def rank(r: int) -> None:
+        sync.local.rank = r
+        yr, cr, nr = norm.batch_norm_forward(params, put(xp, x[rows[r]]), state=state,
+                                             train=True, momentum=0.3, sync=sync)
+        results[r] = (yr, *norm.batch_norm_backward(params, cr, put(xp, dy[rows[r]] / shares[r])),
+                      nr)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(res is not None for res in results)
+    for r, (yr, dxr, _, nr) in enumerate(results):
+        np.testing.assert_allclose(host(yr), host(y)[rows[r]], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(host(dxr) * shares[r], host(dx)[rows[r]], rtol=1e-10,
+                                   atol=1e-12)
+        for key in ("mean", "var"):  # identical on both ranks, and the whole batch's
+            np.testing.assert_allclose(host(nr[key]), host(new[key]), rtol=1e-12)
+            assert bp.namespace(nr[key]) is bp.namespace(new[key])
+    for key in ("gamma", "beta"):
+        total = sum(host(res[2][key]) * w for res, w in zip(results, shares))
+        np.testing.assert_allclose(total, host(grads[key]), rtol=1e-10, atol=1e-12)
+
+
+def test_sync_batch_norm_rebuilds_a_network_with_the_same_config() -> None:
+    from bpcore.distributed import BatchStatSync, sync_batch_norm
+
+    net = bn_net()
+    sync = BatchStatSync(None)  # type: ignore[arg-type]  # no collective is called here
+    synced = sync_batch_norm(net, sync)
+    assert synced is not net and synced.config == net.config
+    plain = bp.mlp([4, 3])
+    assert sync_batch_norm(plain, sync) is plain  # nothing to synchronise
+    # a layer of one's own, which from_config cannot rebuild, holding a batch norm
+    mine = net._replace(config={"name": "mine", "layers": [bp.batch_norm(3).config]})
+    with pytest.raises(bp.SettingError, match="cannot synchronise this network's batch norm"):
+        sync_batch_norm(mine, sync)
+
+
 def bn_net(p: float = 0.0) -> bp.Layer:
     return bp.sequential(bp.conv1d(1, 3, 3, padding=1), bp.batch_norm(3), bp.relu(),
                          bp.flatten(), bp.dropout(p), bp.dense(24, 2))

@@ -214,22 +214,35 @@ LAYERS: dict[str, Callable[..., Layer]] = {
 }
 
 
-def from_config(config: dict[str, Any]) -> Layer:
-    """Rebuild a layer (or a whole network) from its ``Layer.config``."""
-    try:
-        name = config["name"]
-        if name == "sequential":
-            return sequential(*(from_config(c) for c in config["layers"]))
-        if name == "residual":
-            return residual(from_config(config["layer"]))
-        if name == "parallel":
-            return parallel(*(from_config(c) for c in config["layers"]),
-                            combine=config["combine"])
-        if name == "dense":
-            return dense(config["n_in"], config["n_out"], init=config.get("init", "glorot_uniform"))
-        kwargs = {k: v for k, v in config.items() if k != "name"}
-        if isinstance(name, str) and name in LAYERS:
-            return LAYERS[name](**kwargs)
-        return activation(name, **kwargs)
-    except (KeyError, TypeError) as exc:
-        raise SettingError(f"not a bpcore layer config ({exc}): {config!r}") from None
+def from_config(
+    config: dict[str, Any], *, layers: dict[str, Callable[..., Layer]] | None = None
+) -> Layer:
+    """Rebuild a layer (or a whole network) from its ``Layer.config``.
+
+    ``layers`` overrides :data:`LAYERS` by name, e.g. to build every batch norm
+    with a run-time setting that is not in the config
+    (:func:`bpcore.distributed.sync_batch_norm`).
+    """
+    kinds = LAYERS if layers is None else {**LAYERS, **layers}
+
+    def build(config: dict[str, Any]) -> Layer:
+        try:
+            name = config["name"]
+            if name == "sequential":
+                return sequential(*(build(c) for c in config["layers"]))
+            if name == "residual":
+                return residual(build(config["layer"]))
+            if name == "parallel":
+                return parallel(*(build(c) for c in config["layers"]),
+                                combine=config["combine"])
+            if name == "dense" and "dense" not in (layers or {}):
+                return dense(config["n_in"], config["n_out"],
+                             init=config.get("init", "glorot_uniform"))
+            kwargs = {k: v for k, v in config.items() if k != "name"}
+            if isinstance(name, str) and name in kinds:
+                return kinds[name](**kwargs)
+            return activation(name, **kwargs)
+        except (KeyError, TypeError) as exc:
+            raise SettingError(f"not a bpcore layer config ({exc}): {config!r}") from None
+
+    return build(config)

@@ -22,6 +22,17 @@ with the batch's statistics and returns the new running ones,
 ``r ← (1 - m) r + m s`` with momentum ``m`` (PyTorch's convention: 0.1) and
 the unbiased batch variance; in evaluation mode it normalizes with the
 running statistics, deterministically, and ``dx = γ dy / √(r_var + ε)``.
+
+Data-parallel training (:mod:`bpcore.distributed`) synchronises batch norm:
+given a :class:`BatchSync` (``batch_norm(C, sync=...)``, or
+:func:`bpcore.distributed.sync_batch_norm` on a whole network), the batch
+statistics are those of the *global* batch, every rank's shard together: one
+all-reduce of ``Σ(x - r)``, ``Σ(x - r)²`` and the count per channel in the
+forward pass (shifted by the running mean ``r``, the same on every rank, so
+that the variance does not cancel digits), one of ``Σ dx̂`` and ``Σ dx̂ x̂`` in
+the backward pass. The ranks then compute what one process computes on the
+whole batch, and their running statistics stay identical (PyTorch's
+``SyncBatchNorm``, not plain DDP's per-rank statistics).
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -41,6 +52,7 @@ from . import _weights
 from .core import Context, Layer, Params, Shape, positive_int, show_shape
 
 __all__ = [
+    "BatchSync",
     "NormCache",
     "batch_norm",
     "batch_norm_backward",
@@ -53,6 +65,21 @@ __all__ = [
 ]
 
 
+class BatchSync(Protocol):
+    """Sums over the ranks of a data-parallel job, for synchronised batch norm
+    (:class:`bpcore.distributed.BatchStatSync` is the one bpcore provides)."""
+
+    def sum(self, parts: list[Array]) -> list[Array]:
+        """Each array summed element-wise over the ranks (the forward's statistics)."""
+        ...
+
+    def grad_sum(self, parts: list[Array]) -> list[Array]:
+        """Sums of gradient terms over the ranks, in this rank's gradient units:
+        ``Σ_r w_r a_r / w_self`` with ``w_r`` the factor of rank ``r``'s gradients
+        in the all-reduce (the plain sum when every rank's factor is the same)."""
+        ...
+
+
 class NormCache(NamedTuple):
     """What a normalization's backward pass needs."""
 
@@ -60,6 +87,8 @@ class NormCache(NamedTuple):
     rstd: Array  # 1 / √(σ² + ε), kept dims (broadcasts against x)
     axes: tuple[int, ...]  # the normalized axes (those μ and σ² were taken over)
     batch_stats: bool  # whether μ and σ² came from this batch (else: fixed statistics)
+    sync: BatchSync | None = None  # the statistics were the global batch's (data-parallel)
+    count: Any = None  # with sync: the values per channel in the global batch (an array)
 
 
 def normalize(
@@ -82,8 +111,14 @@ def normalize_backward(
     xp = namespace(dxhat, xp=xp)
     if not cache.batch_stats:
         return dxhat * cache.rstd
-    a = xp.mean(dxhat, axis=cache.axes, keepdims=True)
-    b = xp.mean(dxhat * cache.xhat, axis=cache.axes, keepdims=True)
+    if cache.sync is not None:  # the means over the global batch, every rank's shard
+        a, b = cache.sync.grad_sum([xp.sum(dxhat, axis=cache.axes, keepdims=True),
+                                    xp.sum(dxhat * cache.xhat, axis=cache.axes,
+                                           keepdims=True)])
+        a, b = a / cache.count, b / cache.count
+    else:
+        a = xp.mean(dxhat, axis=cache.axes, keepdims=True)
+        b = xp.mean(dxhat * cache.xhat, axis=cache.axes, keepdims=True)
     return (dxhat - a - cache.xhat * b) * cache.rstd
 
 
@@ -140,14 +175,16 @@ def _channels(a: Array, ndim: int, xp: ModuleType) -> Array:
 
 def batch_norm_forward(
     params: Params, x: Array, *, state: Params, train: bool, momentum: float = 0.1,
-    eps: float = 1e-5, xp: ModuleType | None = None,
+    eps: float = 1e-5, xp: ModuleType | None = None, sync: BatchSync | None = None,
 ) -> tuple[Array, NormCache, Params]:
     """Batch normalization of ``x`` ``(batch, C)`` or ``(batch, C, *spatial)`` per channel.
 
     Training (``train=True``): ``μ``, ``σ²`` over the batch and spatial axes;
     returns the running statistics updated, ``mean ← (1-m) mean + m μ``,
     ``var ← (1-m) var + m σ² n/(n-1)``. Evaluation: the running ``mean`` and
-    ``var`` of ``state``, which is returned unchanged.
+    ``var`` of ``state``, which is returned unchanged. With ``sync`` (training
+    data-parallel) ``μ``, ``σ²`` and ``n`` are those of the global batch, from
+    one all-reduce of the shifted sums (see the module docstring).
 
     Returns
     -------
@@ -163,12 +200,39 @@ def batch_norm_forward(
         rstd = 1.0 / xp.sqrt(var + eps)
         xhat = (x - mean) * rstd
         return gamma * xhat + beta, NormCache(xhat, rstd, axes, False), state
-    xhat, rstd, mu, var = normalize(x, axes, eps, xp=xp)
     n = math.prod([int(x.shape[i]) for i in axes])  # a list: torch.compile traces no generators
+    if sync is not None:
+        return _synced_forward(params, x, state, momentum, eps, sync, axes, n, xp)
+    xhat, rstd, mu, var = normalize(x, axes, eps, xp=xp)
     unbiased = xp.reshape(var, (-1,)) * (n / max(n - 1, 1))
     new = {"mean": (1.0 - momentum) * state["mean"] + momentum * xp.reshape(mu, (-1,)),
            "var": (1.0 - momentum) * state["var"] + momentum * unbiased}
     return gamma * xhat + beta, NormCache(xhat, rstd, axes, True), new
+
+
+def _synced_forward(
+    params: Params, x: Array, state: Params, momentum: float, eps: float, sync: BatchSync,
+    axes: tuple[int, ...], n: int, xp: ModuleType,
+) -> tuple[Array, NormCache, Params]:
+    """:func:`batch_norm_forward` in training with the global batch's statistics."""
+    # Shifted sums (shift: the running mean, identical on every rank) keep the
+    # variance S2/N - (S1/N)² from cancelling digits once the running mean is near μ.
+    shift = _channels(state["mean"], x.ndim, xp)
+    d = x - shift
+    count = xp.asarray([float(n)], dtype=x.dtype, device=device_of(x))
+    s1, s2, total = sync.sum([xp.sum(d, axis=axes, keepdims=True),
+                              xp.sum(d * d, axis=axes, keepdims=True), count])
+    total = xp.reshape(total, ())
+    mean_d = s1 / total
+    var = xp.clip(s2 / total - mean_d * mean_d, min=0.0)
+    mu = shift + mean_d
+    rstd = 1.0 / xp.sqrt(var + eps)
+    xhat = (x - mu) * rstd
+    unbiased = xp.reshape(var, (-1,)) * (total / xp.clip(total - 1.0, min=1.0))
+    new = {"mean": (1.0 - momentum) * state["mean"] + momentum * xp.reshape(mu, (-1,)),
+           "var": (1.0 - momentum) * state["var"] + momentum * unbiased}
+    gamma, beta = _channels(params["gamma"], x.ndim, xp), _channels(params["beta"], x.ndim, xp)
+    return gamma * xhat + beta, NormCache(xhat, rstd, axes, True, sync, total), new
 
 
 def batch_norm_backward(
@@ -246,7 +310,8 @@ def layer_norm(normalized_shape: int | Sequence[int], *, eps: float = 1e-5) -> L
                  n, config, None, None, shapes, None, out_shape)
 
 
-def batch_norm(num_features: int, *, momentum: float = 0.1, eps: float = 1e-5) -> Layer:
+def batch_norm(num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
+               sync: BatchSync | None = None) -> Layer:
     """Batch normalization per channel, as ``torch.nn.BatchNorm1d`` / ``BatchNorm2d``.
 
     Takes ``(batch, C)`` or ``(batch, C, *spatial)`` with ``C = num_features``.
@@ -254,6 +319,12 @@ def batch_norm(num_features: int, *, momentum: float = 0.1, eps: float = 1e-5) -
     state ``{"mean": zeros, "var": ones}``, the running statistics (see the
     module docstring for both modes). Training needs at least two values per
     channel in a batch.
+
+    ``sync``: in data-parallel training, the :class:`BatchSync` that makes the
+    training statistics those of the global batch (as ``torch.nn.SyncBatchNorm``;
+    :func:`bpcore.distributed.sync_batch_norm` sets it on every batch norm of a
+    network). It is not part of the layer's config: a checkpoint of a
+    synchronised network loads as the plain one.
 
     Examples
     --------
@@ -283,7 +354,7 @@ def batch_norm(num_features: int, *, momentum: float = 0.1, eps: float = 1e-5) -
         if not state:  # a state made without arrays' backend: the starting statistics
             state = init_state(xp=namespace(x, xp=xp), dtype=x.dtype, device=device_of(x))
         return batch_norm_forward(params, x, state=state, train=ctx.train, momentum=m, eps=e,
-                                  xp=xp)
+                                  xp=xp, sync=sync)
 
     def out_shape(sample: Shape | None) -> Shape | None:
         if sample is not None and (len(sample) < 1 or sample[0] not in (None, c)):
