@@ -36,8 +36,8 @@ def _registrations(backend: str) -> dict[str, Any]:
     from bpcore import losses, optim
 
     found = {}
-    modules = [importlib.import_module("bpcore.layers.activations"),
-               importlib.import_module("bpcore.layers.dense"), losses, optim]
+    modules = [importlib.import_module(f"bpcore.layers.{name}")
+               for name in ("activations", "dense", "conv", "pool")] + [losses, optim]
     for module in modules:
         for name, fn in vars(module).items():
             if callable(fn) and backend in getattr(fn, "specializations", {}):
@@ -51,18 +51,22 @@ def _step(workload: Any, batch: int, backend: str, *, leave_out: Any = None,
     portable kernel whose ``backend`` specialization is left out."""
     import bpcore as bp
     from bpcore.benchtools.rows import _bpcore_optimizer
-    from bpcore.benchtools.workloads import host_batch, host_params
+    from bpcore.benchtools.workloads import host_batch, host_params, host_tree, network
 
-    net = bp.mlp(list(workload.sizes), workload.activation)
     opt = _bpcore_optimizer(workload)
-    host = iter(host_params(workload, "float32"))
-    params_host = []
-    for p in net.init(0, dtype="float32"):
-        if p:
-            W, b = next(host)
-            params_host.append({"W": W.copy(), "b": b.copy()})
-        else:
-            params_host.append({})
+    if workload.arch is not None:  # a convolutional network: the bench's own weights
+        net = network(workload)
+        params_host = list(host_tree(workload, "float32"))
+    else:
+        net = bp.mlp(list(workload.sizes), workload.activation)
+        host = iter(host_params(workload, "float32"))
+        params_host = []
+        for p in net.init(0, dtype="float32"):
+            if p:
+                W, b = next(host)
+                params_host.append({"W": W.copy(), "b": b.copy()})
+            else:
+                params_host.append({})
     x, t = host_batch(workload, batch, "float32")
     params = bp.to_backend(tuple(params_host), backend)
     x, t = bp.to_backend(x, backend), bp.to_backend(t, backend)
@@ -92,12 +96,32 @@ USED = {
              "softmax_cross_entropy"},
     "sgd": {"sgd_update"}, "momentum": {"sgd_update"}, "adam": {"adam_update"},
 }
+#: The kernels of each layer name in an architecture string (the conv workloads).
+LAYER_KERNELS = {
+    "conv1d": {"conv1d_forward", "conv1d_backward"},
+    "conv2d": {"conv2d_forward", "conv2d_backward"},
+    "max_pool1d": {"max_pool_forward", "max_pool_backward"},
+    "max_pool2d": {"max_pool_forward", "max_pool_backward"},
+    "relu": {"relu_forward", "relu_backward"},
+    "dense": {"dense_forward", "dense_backward"},
+}
+
+
+def _used(workload: Any) -> set[str]:
+    """The kernels a workload's network, loss and optimizer use."""
+    used = {"softmax_cross_entropy"} | USED[workload.optimizer]
+    if workload.arch is None:
+        return used | USED[workload.activation]
+    for layer in workload.arch.split(","):
+        used |= LAYER_KERNELS.get(layer.split("(")[0].strip(), set())
+    return used | LAYER_KERNELS["dense"]  # the classifier
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="numpy,torch")
-    parser.add_argument("--workloads", default="seed,wide,deep")
+    parser.add_argument("--workloads", default="seed,wide,deep",
+                        help="any of bpcore bench's (seed,wide,deep,mnist1d-cnn,lenet)")
     parser.add_argument("--sizes", default="16,64,256,1024,4096")
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--seconds", type=float, default=0.1, help="per variant per round")
@@ -128,7 +152,7 @@ def main() -> int:
             for batch in (int(s) for s in args.sizes.split(",")):
                 variants = {"all": _step(workload, batch, backend)}
                 for name, fn in kernels.items():
-                    if name in USED[workload.activation] | USED[workload.optimizer]:
+                    if name in _used(workload):
                         variants[f"-{name}"] = _step(workload, batch, backend, leave_out=fn)
                 variants["none"] = _step(workload, batch, backend, fast=False)
                 times: dict[str, list[float]] = {k: [] for k in variants}

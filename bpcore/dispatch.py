@@ -43,6 +43,7 @@ __all__ = [
     "Workspace",
     "cupy_kernels_enabled",
     "output",
+    "output_like",
     "specialization",
     "specializations",
     "specializes",
@@ -156,6 +157,21 @@ def output(
     """Where a specialization writes its result: the workspace's buffer
     ``name``, or, without a workspace, a new ``empty(shape, dtype)``."""
     return empty(shape, dtype) if ws is None else ws.buffer(name, tuple(shape), dtype)
+
+
+def output_like(
+    ws: Workspace | None, name: str, like: Array, shape: tuple[int, ...], dtype: Any,
+    empty: Callable[..., Array],
+) -> Array:
+    """:func:`output`, laid out in memory as ``like`` (a NumPy array) is: batch
+    last when ``like`` is batch last (the layout of the NumPy convolution's
+    output), so that an elementwise pass over both runs along the batch; else
+    C order. ``shape`` has ``like``'s number of axes."""
+    n = like.ndim
+    if n > 1 and not like.flags.c_contiguous and like.transpose(*range(1, n), 0).flags.c_contiguous:
+        buf = output(ws, name, (*shape[1:], shape[0]), dtype, empty)
+        return buf.transpose(n - 1, *range(n - 1))
+    return output(ws, name, shape, dtype, empty)
 
 
 class Binding(NamedTuple):

@@ -375,3 +375,63 @@ def test_numpy_max_pool_specialization_matches_the_portable_kernel() -> None:
             for got in (fast_bwd(fcache, dy, ws=ws), fast_bwd(cache, dy),
                         pool_mod.max_pool_backward(fcache, dy)):
                 np.testing.assert_array_equal(got, want)
+
+
+def test_numpy_conv_blocks_its_thin_gemms() -> None:
+    """Thin weights (C_out·C_in·k <= 256) and more than 4096 columns: the GEMMs run
+    in column blocks, with the same results as the portable kernel."""
+    from bpcore.layers import conv as conv_mod
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 1, 41, 40))
+    params = {"W": rng.standard_normal((2, 1, 3, 3)), "b": rng.standard_normal(2)}
+    assert len(conv_mod._blocks(2, 9, 3 * 39 * 38)) == 2
+    y, cache = conv2d_forward(params, x)
+    dy = rng.standard_normal(y.shape)
+    want = conv2d_backward(params, cache, dy)
+    fy, fcache = specializations(conv2d_forward)["numpy"](params, x, ws=Workspace(np))
+    got = specializations(conv2d_backward)["numpy"](params, fcache, dy, ws=Workspace(np))
+    np.testing.assert_allclose(fy, y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+    for k in ("W", "b"):
+        np.testing.assert_allclose(got[1][k], want[1][k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_conv_relu_pool_chain_in_the_batch_last_layout(dtype: str) -> None:
+    """conv2d -> relu -> max_pool2d(2) and back, bound to NumPy (each kernel's output
+    laid out as its input, batch last) against the portable kernels; ties in the
+    pooling windows (relu's zeros) go to the first maximum in both."""
+    net = bp.sequential(bp.conv2d(2, 3, 3, padding=1), bp.relu(), bp.max_pool2d(2),
+                        bp.conv2d(3, 2, 2), bp.relu(), bp.max_pool2d((2, 2)))
+    params = net.init(0, xp=bp.namespace(np.zeros(1)), dtype=dtype)
+    x = np.random.default_rng(2).standard_normal((4, 2, 11, 13)).astype(dtype)
+    for ws in (None, Workspace(np)):
+        bound = bp.layers.core.bind(net, bp.dispatch.Binding(bp.namespace(x), ws))
+        for _ in range(2):
+            y, cache = bound.forward(params, x)
+            want_y, want_cache = net.forward(params, x)
+            assert not y.flags.c_contiguous and np.moveaxis(y, 0, -1).flags.c_contiguous
+            np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-6)
+            dy = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
+            dx, grads = bound.backward(params, cache, dy)
+            want_dx, want_grads = net.backward(params, want_cache, dy)
+            np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-5)
+            for got_g, want_g in zip(grads, want_grads):
+                for k in got_g:
+                    np.testing.assert_allclose(got_g[k], want_g[k], rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_max_pool_specialization_on_batch_last_inputs_with_ties() -> None:
+    fast_fwd = specializations(pool_mod.max_pool_forward)["numpy"]
+    fast_bwd = specializations(pool_mod.max_pool_backward)["numpy"]
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 3, (3, 2, 8, 9)).astype(np.float32)  # many ties
+    x = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 0, -1)), -1, 0)  # batch last
+    y, cache = pool_mod.max_pool_forward(x, kernel_size=2)
+    fy, fcache = fast_fwd(x, kernel_size=2, ws=Workspace(np))
+    assert np.moveaxis(fy, 0, -1).flags.c_contiguous
+    np.testing.assert_array_equal(fy, y)
+    np.testing.assert_array_equal(fcache.argmax, cache.argmax)
+    dy = np.moveaxis(rng.standard_normal((2, 4, 4, 3)).astype(np.float32), -1, 0)
+    np.testing.assert_array_equal(fast_bwd(fcache, dy), pool_mod.max_pool_backward(cache, dy))

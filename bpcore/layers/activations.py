@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import cuda
 from ..backend import Array, namespace
-from ..dispatch import Binding, Workspace, cupy_kernels_enabled, output, specializes
+from ..dispatch import Binding, Workspace, cupy_kernels_enabled, output, output_like, specializes
 from ..errors import SettingError
 from ..values import real
 from .core import Layer, Params
@@ -210,6 +210,18 @@ def _relu_forward_torch(
     return y, y
 
 
+@specializes(relu_forward, "numpy")
+def _relu_forward_numpy(
+    x: Array, *, xp: ModuleType | None = None, ws: Workspace | None = None
+) -> tuple[Array, Array]:
+    """``maximum(x, 0)`` (NaN stays NaN, as ``clip``), laid out as ``x``: after a
+    NumPy convolution, batch last, so the pooling and the backward pass that
+    follow run along the batch (the wrapped ``clip`` returns C order). MEASURE"""
+    y = output_like(ws, "y", x, tuple(x.shape), x.dtype, np.empty)
+    np.maximum(x, x.dtype.type(0), out=y)
+    return y, y
+
+
 def relu_backward(y: Array, dy: Array, *, xp: ModuleType | None = None) -> Array:
     """``dx = 0`` where ``y <= 0`` (that is, where ``x <= 0``: the subgradient
     0 at ``x = 0``), else ``dy`` (a NaN unit passes ``dy`` on, as in PyTorch)."""
@@ -234,10 +246,11 @@ def _relu_backward_numpy(
     benchmarks/specializations.py, 2026-12-02).
     """
     uint = _SAME_SIZE_UINT[dy.dtype.itemsize]
-    mask = output(ws, "mask", dy.shape, uint, np.empty)
+    # laid out as y (batch last after a NumPy convolution), so each pass runs along it
+    mask = output_like(ws, "mask", y, tuple(dy.shape), uint, np.empty)
     np.less_equal(y, 0, out=mask, casting="unsafe")  # 1 or 0
     np.subtract(mask, 1, out=mask)  # 0 or all ones
-    dx = output(ws, "dx", dy.shape, dy.dtype, np.empty)
+    dx = output_like(ws, "dx", y, tuple(dy.shape), dy.dtype, np.empty)
     np.bitwise_and(dy.view(uint), mask, out=dx.view(uint))
     return dx
 

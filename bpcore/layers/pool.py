@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import Array, device_of, namespace
-from ..dispatch import Binding, Workspace, output, specializes
+from ..dispatch import Binding, Workspace, output_like, specializes
 from ..errors import SettingError, ShapeError
 from .conv import IntOrTuple, _ints, _pad, col2im, conv_output_shape, im2col
 from .core import Layer, Params, Shape, show_shape
@@ -316,7 +316,7 @@ def avg_pool2d(kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
 
 
 # --------------------------------------------------------------------------
-# NumPy: tiled max pooling as K strided views, no copies of the windows
+# NumPy: tiled max pooling as K strided views, no copies of the windows, no branches
 
 
 def _tile_views(a: Array, k: tuple[int, ...], out: tuple[int, ...]) -> list[Array]:
@@ -330,31 +330,47 @@ def _tile_views(a: Array, k: tuple[int, ...], out: tuple[int, ...]) -> list[Arra
     return views
 
 
+_UINT = {4: np.uint32, 8: np.uint64}
+
+
 @specializes(max_pool_forward, "numpy")
 def _max_pool_forward_numpy(
     x: Array, *, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0, dilation: IntOrTuple = 1, xp: ModuleType | None = None,
     ws: Workspace | None = None,
 ) -> tuple[Array, PoolCache]:
-    """Tiled windows: the running maximum over the ``K`` strided views (the first
-    maximum kept, as ``argmax``), one pass each, nothing gathered; other
-    geometries: the portable kernel. MEASURE"""
+    """Tiled windows: the running maximum over the ``K`` strided views, one pass
+    each, nothing gathered; other geometries: the portable kernel.
+
+    No masked store (NumPy's ``where=`` branches on every element and
+    mispredicts on random data): ``y = maximum(y, v)``, and since the offsets
+    come in increasing order, the first maximum's offset is ``argmax =
+    max(argmax, j · (v > y))`` (strict, so the first of equal maxima is kept,
+    as ``argmax``). The outputs are laid out as ``x`` (batch last after a NumPy
+    convolution). MEASURE"""
     ndim = x.ndim - 2
     k, s, p, d = _geometry(ndim, kernel_size, stride, padding, dilation, "max_pool")
-    if x.ndim < 3 or not _tiled(k, s, p, d):
+    if x.ndim < 3 or not _tiled(k, s, p, d) or x.dtype.kind != "f":
         return max_pool_forward(x, kernel_size=kernel_size, stride=stride, padding=padding,
                                 dilation=dilation)
     out = tuple(n // kk for n, kk in zip(x.shape[2:], k))
+    shape = (*x.shape[:2], *out)
+    K = math.prod(k)
     views = _tile_views(x, k, out)
-    y = output(ws, "y", (*x.shape[:2], *out), x.dtype, np.empty)
+    y = output_like(ws, "y", x, shape, x.dtype, np.empty)
     np.copyto(y, views[0])
-    arg = output(ws, "argmax", y.shape, np.intp, np.empty)
+    arg_dtype = np.int8 if K <= 127 else np.intp
+    arg = output_like(ws, "argmax", x, shape, arg_dtype, np.empty)
     arg.fill(0)
-    greater = output(ws, "greater", y.shape, np.bool_, np.empty)
+    # a bool buffer, viewed as ints (0 or 1) without a cast, when their sizes agree
+    greater = output_like(ws, "greater", x, shape,
+                          np.bool_ if arg_dtype == np.int8 else arg_dtype, np.empty)
+    step = output_like(ws, "step", x, shape, arg_dtype, np.empty)
     for j, v in enumerate(views[1:], 1):
-        np.greater(v, y, out=greater)
-        np.copyto(y, v, where=greater)
-        np.copyto(arg, j, where=greater)
+        np.greater(v, y, out=greater, casting="unsafe")
+        np.multiply(greater.view(arg_dtype), arg_dtype(j), out=step)  # 0 or j
+        np.maximum(arg, step, out=arg)
+        np.maximum(y, v, out=y)
     return y, PoolCache(arg, None, tuple(x.shape), k, s, p, d)
 
 
@@ -362,15 +378,24 @@ def _max_pool_forward_numpy(
 def _max_pool_backward_numpy(
     cache: PoolCache, dy: Array, *, xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> Array:
-    """Tiled windows: ``dy`` copied into the view of each offset where it was the
-    maximum, into a zeroed buffer; other geometries: the portable kernel. MEASURE"""
-    if not _tiled(cache.kernel_size, cache.stride, cache.padding, cache.dilation):
+    """Tiled windows: for each offset ``j``, ``dy``'s bits ANDed with an all-ones
+    word where ``argmax == j`` (else zeros) and stored into that offset's view
+    of ``dx``: the views cover every tile, so only a tail no window reaches is
+    zeroed; no branch per element. ``dx`` is laid out as ``dy``. Other
+    geometries: the portable kernel. MEASURE"""
+    if (not _tiled(cache.kernel_size, cache.stride, cache.padding, cache.dilation)
+            or dy.dtype.itemsize not in _UINT or dy.dtype.kind != "f"):
         return max_pool_backward(cache, dy)
     assert cache.argmax is not None
-    dx = output(ws, "dx", cache.x_shape, dy.dtype, np.empty)
-    dx.fill(0)
-    hit = output(ws, "hit", dy.shape, np.bool_, np.empty)
-    for j, target in enumerate(_tile_views(dx, cache.kernel_size, tuple(dy.shape[2:]))):
-        np.equal(cache.argmax, j, out=hit)
-        np.copyto(target, dy, where=hit)
+    k, out = cache.kernel_size, tuple(dy.shape[2:])
+    dx = output_like(ws, "dx", dy, cache.x_shape, dy.dtype, np.empty)
+    if any(n != o * kk for n, o, kk in zip(cache.x_shape[2:], out, k)):
+        dx.fill(0)  # a tail that no window covers
+    uint = _UINT[dy.dtype.itemsize]
+    mask = output_like(ws, "mask", dy, tuple(dy.shape), uint, np.empty)
+    bits = dy.view(uint)
+    for j, target in enumerate(_tile_views(dx, k, out)):
+        np.equal(cache.argmax, j, out=mask, casting="unsafe")  # 1 or 0
+        np.negative(mask, out=mask)  # all ones or 0
+        np.bitwise_and(bits, mask, out=target.view(uint))
     return dx
