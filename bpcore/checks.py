@@ -8,6 +8,7 @@ reported with its fix instead of a backend's traceback.
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -27,6 +28,7 @@ from .errors import (
 )
 
 __all__ = [
+    "Guard",
     "WeightError",
     "check_features",
     "check_finite",
@@ -438,6 +440,8 @@ def check_finite(what: str, a: Array) -> None:
 
 
 def _finite(what: str, a: Array, xp: ModuleType) -> None:
+    if _all_finite(a, xp):
+        return
     ok = xp.isfinite(a)
     if not bool(xp.all(ok)):
         bad = int(xp.count_nonzero(~ok))
@@ -445,3 +449,147 @@ def _finite(what: str, a: Array, xp: ModuleType) -> None:
             f"{what} holds {bad} NaN or infinite value{'s' if bad != 1 else ''}; "
             "remove or impute them before training"
         )
+
+
+def _all_finite(a: Array, xp: ModuleType) -> bool:
+    """Whether ``a`` (real floating) holds no NaN or infinity: one pass, no temporary.
+
+    The sum of squares ``Σ a²`` (one dot product) is finite when every element
+    is (NaN and ±∞ propagate, and no term is negative, so nothing cancels); a
+    non-finite sum is either a NaN/∞ or an overflow of large finite values, and
+    only then is every element tested."""
+    flat = xp.reshape(a, (-1,))
+    with np.errstate(over="ignore", invalid="ignore"):  # NumPy's, under array-api-strict too
+        total = float(flat @ flat)
+    if math.isfinite(total):
+        return True
+    return bool(xp.all(xp.isfinite(a)))
+
+
+def _fits(params: Any, want: Any, out: list[Any]) -> bool:
+    """Whether ``params`` has the structure and shapes of ``want`` (a network's
+    ``shapes()``; ``None``: unknown), appending its arrays to ``out`` in order."""
+    if want is None:
+        out.extend(tree.leaves(params))
+        return True
+    if type(want) is tuple:
+        if type(params) not in (tuple, list) or len(params) != len(want):
+            return False
+        return all(_fits(p, w, out) for p, w in zip(params, want))
+    if type(params) is not dict or params.keys() != want.keys():
+        return False
+    for key, a in params.items():
+        if getattr(a, "shape", None) != want[key]:
+            return False
+        out.append(a)
+    return True
+
+
+class Guard:
+    """The checks of every batch of one network's steps, prepared once.
+
+    :func:`check_params`, :func:`check_state`, :func:`check_features` and
+    :func:`check_targets` explain what is wrong; a training step calls them
+    on every batch, where nearly every batch is right. A guard checks the
+    same properties the cheap way first — the parameter tree against the
+    network's ``shapes()`` (computed once), one type and dtype compare per
+    leaf, the per-sample input shape against those the network's shape
+    inference has already accepted, the finiteness of ``x`` in one dot product
+    (:func:`_all_finite`) — and calls the explaining check only when something
+    differs, which then raises (or, for an input shape not seen before, accepts
+    it and remembers it).
+
+    Parameters
+    ----------
+    model : Layer
+        The network.
+    kind : str
+        The loss's ``targets`` kind (``classes``, ``binary`` or ``values``).
+    optimizer : Optimizer, optional
+        For :meth:`state`.
+    """
+
+    def __init__(self, model: Any, kind: str, optimizer: Any = None) -> None:
+        self.model, self.kind, self.optimizer = model, kind, optimizer
+        shapes = getattr(model, "shapes", None)
+        self._want = None if shapes is None else shapes()
+        self._samples: set[tuple[int, ...]] = set()  # per-sample shapes the network takes
+        self._plain = getattr(model, "n_index", None) is None  # float inputs, not indices
+        self._stateful = getattr(model, "init_state", None) is not None
+        rule = getattr(optimizer, "rule", None)
+        self._rule = rule
+        self._adam = rule is not None and hasattr(rule, "b1")
+
+    def params(self, params: Any) -> tuple[Array, list[Any]]:
+        """The parameters' reference array and leaves, checked as
+        :func:`check_params` does."""
+        leaves: list[Any] = []
+        if self._want is not None and _fits(params, self._want, leaves) and leaves:
+            ref = leaves[0]
+            kind, dtype = type(ref), ref.dtype
+            if kind is np.ndarray:
+                ok = dtype in _NUMPY_FLOATS and all(
+                    type(a) is kind and a.dtype == dtype for a in leaves)
+            else:
+                device = device_of(ref)
+                ok = dtype_name(dtype, namespace(ref)) in SUPPORTED_DTYPES and all(
+                    type(a) is kind and a.dtype == dtype and device_of(a) == device
+                    for a in leaves)
+            if ok:
+                return ref, leaves
+        _, ref = check_params(params, self.model)
+        return ref, tree.leaves(params)
+
+    def batch(self, params: Any, x: Array, t: Array, weights: Array | None = None
+              ) -> tuple[Array, list[Any]]:
+        """:func:`bpcore.step.check_batch`: the parameters, the inputs and the
+        targets (and per-sample weights); the parameters' reference array and leaves."""
+        ref, leaves = self.params(params)
+        xp = namespace(ref)
+        if not (self._plain and type(x) is type(ref) and x.dtype == ref.dtype
+                and tuple(x.shape[1:]) in self._samples and x.shape[0] > 0
+                and (type(x) is np.ndarray or device_of(x) == device_of(ref))
+                and _all_finite(x, xp)):
+            check_features(x, ref, getattr(self.model, "n_in", None), model=self.model)
+            if self._plain:
+                self._samples.add(tuple(x.shape[1:]))
+        n = int(x.shape[0])
+        if not (self.kind == "classes" and type(t) is np.ndarray and type(ref) is np.ndarray
+                and t.ndim == 1 and t.shape[0] == n and t.dtype.kind in "iu"
+                and self._labels_in_range(t)):
+            check_targets(t, ref, n, getattr(self.model, "n_out", None), self.kind)
+        if weights is not None:
+            check_weights(weights, ref, n)
+        return ref, leaves
+
+    def _labels_in_range(self, t: Any) -> bool:
+        n_out = getattr(self.model, "n_out", None)
+        return n_out is None or (int(t.min()) >= 0 and int(t.max()) < n_out)
+
+    def state(self, state: Any, params: Any, leaves: list[Any]) -> None:
+        """:func:`check_state`, with ``leaves`` the parameters' (from :meth:`batch`)."""
+        rule = self._rule
+        fields = getattr(state, "_fields", None)
+        if rule is not None and not self._stateful:
+            if self._adam:
+                count = state.count if fields == ("count", "m", "v") else None
+                if type(count) is int and count >= 0 and _like(state.m, leaves) \
+                        and _like(state.v, leaves):
+                    return
+            elif fields == ("velocity",):
+                velocity = state.velocity
+                if (velocity is None and not rule.momentum) or (
+                        velocity is not None and rule.momentum and _like(velocity, leaves)):
+                    return
+        check_state(state, self.optimizer, params, model=self.model)
+
+
+_NUMPY_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _like(part: Any, leaves: list[Any]) -> bool:
+    """Whether tree ``part`` holds arrays of the type, dtype and shape of ``leaves``, in order."""
+    found = tree.leaves(part)
+    return len(found) == len(leaves) and all(
+        type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
+        for a, b in zip(found, leaves))

@@ -40,6 +40,7 @@ training mode.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from types import ModuleType
@@ -48,10 +49,10 @@ from typing import Any, NamedTuple
 from . import tree
 from .backend import Array, backend_name, device_of, is_mutable, namespace
 from .checks import (
+    Guard,
     check_features,
     check_finite,
     check_params,
-    check_state,
     check_targets,
     check_weights,
 )
@@ -167,6 +168,9 @@ class Driver:
                 f"the optimizer must be an Optimizer such as {hint}, got "
                 f"{type(optimizer).__name__} {optimizer!r}"[:200]
             )
+        if grad_transform is not None and not callable(grad_transform):
+            raise ArgumentError(f"grad_transform must be a function grads -> grads, got "
+                                f"{type(grad_transform).__name__}")
         self.model, self.loss, self.optimizer = model, get_loss(loss), optimizer
         self.fast, self.inplace, self.workspace = fast, inplace, workspace
         self.grad_transform = grad_transform
@@ -420,24 +424,27 @@ def train_step(
     >>> float(value) > 0
     True
     """
+    if optimizer is None:
+        raise ArgumentError("train_step needs an optimizer such as bp.adam(); for the "
+                            "gradients alone use bp.value_and_grad")
     driver = Driver(model, loss, optimizer, fast=fast, inplace=inplace, workspace=True,
                     grad_transform=grad_transform)
     if not validate:
         return driver.step
-    kind = driver.loss.targets
+    guard = Guard(model, driver.loss.targets, optimizer)
 
     def step(
         params: Any, state: Any, x: Array, t: Array, weights: Array | None = None
     ) -> tuple[Any, Any, Array]:
         # shapes, dtypes, backends, labels, NaN/Inf in x and t (a saturating
         # activation can hide an infinite input from the loss, not from dW)
-        check_batch(params, x, t, model.n_in, model.n_out, kind, weights, model=model)
-        check_state(state, optimizer, params, model=model)
+        _, leaves = guard.batch(params, x, t, weights)
+        guard.state(state, params, leaves)
         b = driver.bound(namespace(x))
         ctx = driver._context(state, True, "the step")
         with _checked_by_the_loss(b.xp):
             value, grads, layers = driver._gradients(params, x, t, _NO_EDGES, weights, b, ctx)
-        if not bool(b.xp.isfinite(value)):  # a NaN parameter or an overflow:
+        if not math.isfinite(float(value)):  # a NaN parameter or an overflow:
             explain_non_finite(value, params, x, t)  # say which, before any update
         if isinstance(state, TrainState):
             params, opt = driver.update(grads, state.opt, params, bound=b)
@@ -583,6 +590,9 @@ def predict(
     """The network's output for ``x`` of shape ``(batch, n_in)`` (logits for a
     classifier with a linear last layer), in evaluation mode; ``state``: the
     :class:`TrainState` (or the layer state) of a network with layer state."""
+    if not isinstance(model, Layer):
+        raise ArgumentError(f"the model must be a Layer such as bp.mlp([64, 32, 10]), got "
+                            f"{type(model).__name__}")
     if validate:
         _, ref = check_params(params, model)
         check_features(x, ref, model.n_in, model=model)

@@ -379,3 +379,95 @@ def test_sequential_refuses_an_uncalled_factory() -> None:
 def test_bad_init_dtype(xp: ModuleType) -> None:
     with pytest.raises(bp.DTypeError, match=r"dtype float16 is not supported.*dtype='float32'"):
         bp.mlp([2, 1]).init(0, dtype="float16")
+
+
+# -- the guard of a step: the cheap checks after good batches refuse what the
+#    explaining checks refuse
+
+
+def _warm_step(classifier: Any, opt: Any) -> tuple[Any, Any, Any]:
+    """A validated step that has already accepted two good batches."""
+    net, params, x, t = classifier
+    step = bp.train_step(net, "softmax_cross_entropy", opt)
+    state = opt.init(params)
+    for _ in range(2):
+        params, state, _ = step(params, state, x, t)
+    return step, params, state
+
+
+def _with(a: Any, index: tuple[int, ...], value: float) -> Any:
+    host = np.array(bp.to_backend(a, "numpy"))
+    host[index] = value
+    return _here(host, str(host.dtype) if host.dtype.kind == "f" else None)
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        ("nan x", bp.NonFiniteError, "x holds 1 NaN"),
+        ("inf x", bp.NonFiniteError, "x holds 1 NaN or infinite"),
+        ("features", bp.ShapeError, "x has 4 features"),
+        ("empty", bp.ShapeError, "empty batch"),
+        ("float64 x", bp.DTypeError, "x is float64"),
+        ("label high", bp.LabelError, "label 3 is out of range"),
+        ("label low", bp.LabelError, "label -1 is out of range"),
+        ("W shape", bp.ShapeError, "W has shape"),
+        ("missing b", bp.ShapeError, "needs \\['W', 'b'\\]"),
+        ("float64 b", bp.DTypeError, "is float64 but"),
+        ("state", bp.ArgumentError, "optimizer state"),
+    ],
+)
+def test_a_warm_step_still_refuses_bad_input(
+    classifier: Any, opt_name: str, bad: str, error: type, match: str
+) -> None:
+    """The guard of a validated step checks by comparison with what it has
+    accepted (the network's shapes, the sample shapes seen): every bad input
+    after good batches still gets the explaining check's error."""
+    opt = {"sgd": bp.sgd(0.1), "momentum": bp.sgd(0.1, momentum=0.9),
+           "adam": bp.adam(0.01)}[opt_name]
+    _, _, x, t = classifier
+    step, params, state = _warm_step(classifier, opt)
+    xp = bp.get_backend().xp
+    if bad == "nan x":
+        x = _with(x, (1, 2), float("nan"))
+    elif bad == "inf x":
+        x = _with(x, (0, 0), float("inf"))
+    elif bad == "features":
+        x = _here(np.ones((BATCH, N_IN + 1)))
+    elif bad == "empty":
+        x = x[:0, :]
+        t = t[:0]
+    elif bad == "float64 x":
+        x = _here(np.ones((BATCH, N_IN)), "float64")
+    elif bad == "label high":
+        t = _with(t, (0,), N_CLASSES)
+    elif bad == "label low":
+        t = _with(t, (3,), -1)
+    elif bad == "W shape":
+        params = (dict(params[0], W=xp.ones((N_IN, 6), dtype=xp.float32)), *params[1:])
+    elif bad == "missing b":
+        params = ({"W": params[0]["W"]}, *params[1:])
+    elif bad == "float64 b":
+        params = (dict(params[0], b=xp.zeros(5, dtype=xp.float64)), *params[1:])
+    elif bad == "state":
+        state = (bp.adam() if opt_name != "adam" else bp.sgd(0.1)).init(params)
+    with pytest.raises(error, match=match):
+        step(params, state, x, t)
+
+
+@pytest.mark.parametrize(
+    ("values", "finite"),
+    [
+        ([1.0, -2.0, 3.0], True),
+        ([3e38, -3e38, 1.0], True),  # Σ a² overflows float32: decided element by element
+        ([1.0, float("nan"), 2.0], False),
+        ([1.0, float("inf"), -float("inf")], False),  # ±∞ do not cancel in Σ a²
+        ([-float("inf"), 0.0, 0.0], False),
+    ],
+)
+def test_all_finite_is_exact(xp: ModuleType, values: list[float], finite: bool) -> None:
+    from bpcore.checks import _all_finite
+
+    a = xp.reshape(xp.asarray(values * 2, dtype=xp.float32), (2, 3))
+    assert _all_finite(a, xp) is finite
