@@ -468,6 +468,20 @@ def test_layer_norm_in_every_opset(opset: int) -> None:
     assert ("LayerNormalization" in ops) == (opset >= 17)
 
 
+@pytest.mark.parametrize("opset", [13, 18, 20])
+def test_a_network_of_every_family_in_old_and_new_opsets(opset: int) -> None:
+    net = bp.sequential(
+        bp.conv1d(2, 4, 3, padding=1), bp.batch_norm(4), bp.relu(), bp.max_pool1d(2),
+        bp.residual(bp.conv1d(4, 4, 3, padding=1), bp.gelu()), bp.avg_pool1d(2, padding=1),
+        bp.reshape((3, 4)), bp.layer_norm(4), bp.bidirectional(bp.gru(4, 3)),
+        bp.lstm(6, 3, return_sequences=False), bp.dropout(0.1),
+        bp.parallel(bp.dense(3, 2), bp.dense(3, 2), combine="sum"), bp.softmax(),
+    )
+    params, state = _trained_state(net, (2, 8))
+    _compare(net, params, [_batch((2, 8), "float32") + 1.5], f"every family, opset {opset}",
+             state=state, opset=opset)
+
+
 def test_the_recurrent_nodes_and_their_gate_order() -> None:
     """One ONNX node per layer, its gate blocks in ONNX's order (GRU z, r, h with
     linear_before_reset; LSTM i, o, f, c) from PyTorch's (r, z, n; i, f, g, o)."""
