@@ -92,3 +92,25 @@ def test_aligned_pairs_leaves_by_path_and_names_where_trees_differ() -> None:
     with pytest.raises(bp.errors.StructureError,
                        match=r"at '2/0', the tree 1 have a leaf, the tree 2 a list of 1"):
         tree.aligned(ref, (ref[0], {}, [[np.ones(3)]]))
+
+
+def test_aligned_layers_fast_path_agrees_with_the_walk() -> None:
+    """Tuples of flat dicts take aligned's short path; its rows are those the
+    general walk gives (the same arrays, by identity), and any other layout
+    (keys in another order, a nested layer) falls through to the walk."""
+    rng = np.random.default_rng(0)
+
+    def layer(keys: str) -> dict[str, np.ndarray]:
+        return {k: rng.normal(size=2) for k in keys}
+
+    params = (layer("Wb"), {}, layer("Wb"))
+    grads = (layer("Wb"), {}, layer("Wb"))
+    reordered = (dict(reversed(list(grads[0].items()))), {}, grads[2])
+    nested = (layer("Wb"), (layer("Wb"), {}), layer("Wb"))
+    for p, g in ((params, grads), (params, reordered), (nested, nested)):
+        fast = tree.aligned(p, g)
+        walked = tree.aligned(list(p), list(g))  # a list: the general walk
+        assert len(fast) == len(walked) == len(tree.leaves(p))
+        assert all(a is c and b is d for (a, b), (c, d) in zip(fast, walked))
+    with pytest.raises(bp.errors.StructureError, match="'2'"):
+        tree.aligned(params, (grads[0], {}, {"W": grads[2]["W"]}))
