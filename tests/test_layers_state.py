@@ -167,6 +167,45 @@ def test_synchronised_batch_norm_on_shards_is_batch_norm_on_the_whole_batch(
         np.testing.assert_allclose(total, host(grads[key]), rtol=1e-10, atol=1e-12)
 
 
+def test_synchronised_batch_norm_sums_float16_in_float32(xp: ModuleType) -> None:
+    """float16 values (a mixed-precision step's) whose sum of squares overflows
+    float16: the statistics are summed in float32, the outputs stay float16, the
+    running statistics keep their dtype."""
+    import threading
+
+    if not hasattr(xp, "float16"):
+        pytest.skip(f"{bp.backend.backend_name(xp)} has no float16")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 3, 6)) * 5 + 60  # Σ x² per channel ~ 10⁵ > 65504
+    params = {"gamma": put(xp, np.ones(3), "float16"), "beta": put(xp, np.zeros(3), "float16")}
+    state = {"mean": put(xp, np.zeros(3), "float32"), "var": put(xp, np.ones(3), "float32")}
+    y, _, new = norm.batch_norm_forward(
+        {k: put(xp, np.ones(3) if k == "gamma" else np.zeros(3)) for k in params},
+        put(xp, x), state={k: put(xp, host(v)) for k, v in state.items()}, train=True)
+    sync = ThreadSync([0.5, 0.5])
+    results: list[Any] = [None, None]
+
+    def rank(r: int) -> None:
+        sync.local.rank = r
+        part = put(xp, x[4 * r:4 * r + 4], "float16")
+        yr, cr, nr = norm.batch_norm_forward(params, part, state=state, train=True, sync=sync)
+        dxr, _ = norm.batch_norm_backward(params, cr, xp.ones_like(yr))
+        results[r] = (yr, dxr, nr)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for r, (yr, dxr, nr) in enumerate(results):
+        assert yr.dtype == xp.float16 and dxr.dtype == xp.float16
+        assert nr["mean"].dtype == xp.float32 and nr["var"].dtype == xp.float32
+        np.testing.assert_allclose(host(yr), host(y)[4 * r:4 * r + 4], atol=0.03)
+        np.testing.assert_allclose(host(dxr), 0.0, atol=0.03)  # dy = 1: no gradient to x
+        for key in ("mean", "var"):
+            np.testing.assert_allclose(host(nr[key]), host(new[key]), rtol=2e-3)
+
+
 def test_sync_batch_norm_rebuilds_a_network_with_the_same_config() -> None:
     from bpcore.distributed import BatchStatSync, sync_batch_norm
 

@@ -112,10 +112,14 @@ def normalize_backward(
     if not cache.batch_stats:
         return dxhat * cache.rstd
     if cache.sync is not None:  # the means over the global batch, every rank's shard
-        a, b = cache.sync.grad_sum([xp.sum(dxhat, axis=cache.axes, keepdims=True),
-                                    xp.sum(dxhat * cache.xhat, axis=cache.axes,
-                                           keepdims=True)])
-        a, b = a / cache.count, b / cache.count
+        acc = _accumulator(dxhat.dtype, xp)
+        wide = xp.astype(dxhat, acc, copy=False)
+        a, b = cache.sync.grad_sum([
+            xp.sum(wide, axis=cache.axes, keepdims=True),
+            xp.sum(wide * xp.astype(cache.xhat, acc, copy=False), axis=cache.axes,
+                   keepdims=True)])
+        a = xp.astype(a / cache.count, dxhat.dtype, copy=False)
+        b = xp.astype(b / cache.count, dxhat.dtype, copy=False)
     else:
         a = xp.mean(dxhat, axis=cache.axes, keepdims=True)
         b = xp.mean(dxhat * cache.xhat, axis=cache.axes, keepdims=True)
@@ -215,11 +219,13 @@ def _synced_forward(
     axes: tuple[int, ...], n: int, xp: ModuleType,
 ) -> tuple[Array, NormCache, Params]:
     """:func:`batch_norm_forward` in training with the global batch's statistics."""
-    # Shifted sums (shift: the running mean, identical on every rank) keep the
-    # variance S2/N - (S1/N)² from cancelling digits once the running mean is near μ.
-    shift = _channels(state["mean"], x.ndim, xp)
-    d = x - shift
-    count = xp.asarray([float(n)], dtype=x.dtype, device=device_of(x))
+    # Sums in float32 at least (float16 sums of squares overflow at 65504), shifted
+    # by the running mean (the same on every rank) so that the variance
+    # S2/N - (S1/N)² does not cancel digits once the running mean is near μ.
+    acc = _accumulator(x.dtype, xp)
+    shift = xp.astype(_channels(state["mean"], x.ndim, xp), acc, copy=False)
+    d = xp.astype(x, acc, copy=False) - shift
+    count = xp.asarray([float(n)], dtype=acc, device=device_of(x))
     s1, s2, total = sync.sum([xp.sum(d, axis=axes, keepdims=True),
                               xp.sum(d * d, axis=axes, keepdims=True), count])
     total = xp.reshape(total, ())
@@ -227,12 +233,22 @@ def _synced_forward(
     var = xp.clip(s2 / total - mean_d * mean_d, min=0.0)
     mu = shift + mean_d
     rstd = 1.0 / xp.sqrt(var + eps)
-    xhat = (x - mu) * rstd
+    low = x.dtype  # the normalized values in x's dtype (a mixed-precision step's)
+    rstd_x = xp.astype(rstd, low, copy=False)
+    xhat = (x - xp.astype(mu, low, copy=False)) * rstd_x
     unbiased = xp.reshape(var, (-1,)) * (total / xp.clip(total - 1.0, min=1.0))
-    new = {"mean": (1.0 - momentum) * state["mean"] + momentum * xp.reshape(mu, (-1,)),
-           "var": (1.0 - momentum) * state["var"] + momentum * unbiased}
+    kept = state["mean"].dtype
+    new = {"mean": (1.0 - momentum) * state["mean"]
+           + momentum * xp.astype(xp.reshape(mu, (-1,)), kept, copy=False),
+           "var": (1.0 - momentum) * state["var"]
+           + momentum * xp.astype(unbiased, kept, copy=False)}
     gamma, beta = _channels(params["gamma"], x.ndim, xp), _channels(params["beta"], x.ndim, xp)
-    return gamma * xhat + beta, NormCache(xhat, rstd, axes, True, sync, total), new
+    return gamma * xhat + beta, NormCache(xhat, rstd_x, axes, True, sync, total), new
+
+
+def _accumulator(dtype: Any, xp: ModuleType) -> Any:
+    """float64 for float64 values, else float32: the dtype synchronised sums are taken in."""
+    return xp.float64 if dtype == xp.float64 else xp.float32
 
 
 def batch_norm_backward(
