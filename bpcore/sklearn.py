@@ -60,10 +60,16 @@ try:
         is_classifier,
     )
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import NotFittedError as _SkNotFittedError
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, gen_batches
-    from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils._param_validation import (
+        Interval,
+        InvalidParameterError,
+        Options,
+        StrOptions,
+    )
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (
         _check_partial_fit_first_call,
@@ -95,13 +101,13 @@ from .backend import (
     to_numpy,
 )
 from .dispatch import specialization
-from .errors import DataError, NonFiniteError, SettingError
+from .errors import ArgumentError, BpcoreError, DataError, LabelError, NonFiniteError, SettingError
 from .layers import Layer, mlp, sigmoid_forward, softmax_forward
 from .losses import Loss, LossFunction, binary_cross_entropy, mse, softmax_cross_entropy
 from .optim import AdamRule, AdamState, Optimizer, adam, adam_update, sgd
 from .step import Driver
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "NotFittedError", "ParameterError"]
 
 #: scikit-learn's activation names -> bpcore's layers.
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -436,6 +442,28 @@ def _optimizer(solver: tuple[Any, ...]) -> Optimizer:
 # the estimators
 
 
+class ParameterError(SettingError, InvalidParameterError):
+    """A constructor parameter out of its range or of the wrong type: scikit-learn's
+    own check and message, raised as a :class:`~bpcore.errors.SettingError`."""
+
+
+class NotFittedError(BpcoreError, _SkNotFittedError):
+    """``predict`` (or another method that needs the fitted weights) before ``fit``."""
+
+
+def _validated(estimator: Any, *args: Any, **kwargs: Any) -> Any:
+    """scikit-learn's ``validate_data``, its refusals raised as bpcore errors with
+    scikit-learn's message (so ``except ValueError`` and its checks still match)."""
+    try:
+        return validate_data(estimator, *args, **kwargs)
+    except BpcoreError:
+        raise
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    except TypeError as exc:
+        raise ArgumentError(str(exc)) from exc
+
+
 class _Prepared(NamedTuple):
     """A data set on the compute backend: inputs, targets, weights."""
 
@@ -507,6 +535,14 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ hooks
 
+    def _validate_params(self) -> None:
+        """scikit-learn's parameter checks (``_parameter_constraints``), their
+        refusals raised as :class:`ParameterError` (a SettingError)."""
+        try:
+            super()._validate_params()
+        except InvalidParameterError as exc:
+            raise ParameterError(str(exc)) from exc
+
     def _kind(self) -> str:
         raise NotImplementedError
 
@@ -530,12 +566,15 @@ class _BaseMLP(BaseEstimator):
 
         y = _follow_x(y, X)
         sample_weight = _follow_x(sample_weight, X)
-        X, y = validate_data(
+        X, y = _validated(
             self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
             dtype=_float_dtypes(X), y_numeric=not is_classifier(self), reset=first_pass,
         )
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
+            try:
+                sample_weight = _check_sample_weight(sample_weight, X)
+            except ValueError as exc:
+                raise DataError(str(exc)) from exc
         where = _where(X)
         if first_pass:
             self._fit_input = where
@@ -966,8 +1005,11 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X: Any, method: str) -> tuple[Array, tuple[str, Any]]:
         """The network's raw output for ``X`` on the compute backend, and where
         the caller's ``X`` lives (backend name, device), for the result."""
-        check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
+        try:
+            check_is_fitted(self)
+        except _SkNotFittedError as exc:
+            raise NotFittedError(str(exc)) from exc
+        X = _validated(self, X, accept_sparse=["csr", "csc"], reset=False,
                           dtype=_float_dtypes(X))
         where = _where(X)
         if _dispatch() and where != getattr(self, "_fit_input", where) and not (
@@ -976,7 +1018,7 @@ class _BaseMLP(BaseEstimator):
             why = (f"Array namespaces used during fit ({fit_name}) and {method} "
                    f"({where[0]}) differ." if fit_name != where[0] else
                    f"Devices used during fit ({fit_device}) and {method} ({where[1]}) differ.")
-            raise ValueError(
+            raise DataError(
                 f"Inputs passed to {type(self).__name__}.{method}() must use the same "
                 f"namespace and the same device as those passed to fit(). {why} Move X to "
                 "that backend and device, or refit on this one."
@@ -1117,12 +1159,12 @@ feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
             classes = unique_labels(y)
             if self.warm_start:
                 if set(_values(classes)) != set(_values(self.classes_)):
-                    raise ValueError(
+                    raise LabelError(
                         "warm_start can only be used where `y` has the same classes as in the "
                         f"previous call to fit. Previously got {self.classes_}, `y` has "
                         f"{classes}")
             elif set(_values(classes)) - set(_values(self.classes_)):
-                raise ValueError(
+                raise LabelError(
                     f"`y` has classes not in `self.classes_`. `self.classes_` has "
                     f"{self.classes_}. 'y' has {classes}.")
         y = _follow_labels(y, self._label_binarizer.classes_)
