@@ -277,6 +277,9 @@ def save_checkpoint(
     ...                 model_config=net.config, optimizer_config=opt.config, epoch=0).name
     'run.npz'
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"the checkpoint path must be a str or a path, e.g. "
+                              f"'model.npz'; got {type(path).__name__}")
     target = Path(path).expanduser()
     if target.is_dir():
         raise CheckpointError(
@@ -625,6 +628,9 @@ def load_checkpoint(
     >>> ck.epoch, tuple(ck.params[0]["W"].shape)
     (3, (3, 4))
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"the checkpoint path must be a str or a path, e.g. "
+                              f"'model.npz'; got {type(path).__name__}")
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointNotFoundError(

@@ -351,6 +351,8 @@ class Model:
         batch = self.batch_size if batch_size is None else _int("batch_size", batch_size, 1)
         shown = _verbosity(verbose, progress)
         hooks = check_callbacks(callbacks)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise SettingError(f"shuffle must be True or False, got {shuffle!r}")
         if not isinstance(validation_split, (int, float)) or isinstance(validation_split, bool) \
                 or not 0.0 <= validation_split < 1.0:
             raise SettingError(
@@ -987,12 +989,12 @@ class _Verbosity(NamedTuple):
 
 
 def _verbosity(verbose: Any, progress: bool | None) -> _Verbosity:
+    if verbose != "auto" and (isinstance(verbose, bool) or verbose not in (0, 1, 2)):
+        raise SettingError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
     if progress is not None:
         return _Verbosity(bool(progress), False, True)
     if verbose == "auto":
         return _Verbosity(progress_wanted(None), False, True)
-    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
-        raise SettingError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
     return _Verbosity(verbose == 1, verbose == 2, verbose != 0)
 
 

@@ -589,6 +589,8 @@ def sgd(
     lr = _number("sgd", "lr", lr)
     mu = _number("sgd", "momentum", momentum)
     wd = _number("sgd", "weight_decay", weight_decay)
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise HyperParameterError(f"sgd: nesterov must be True or False, got {nesterov!r}")
     if nesterov and mu == 0:
         raise HyperParameterError("sgd: nesterov=True needs momentum > 0, e.g. momentum=0.9")
     nesterov = bool(nesterov)
@@ -675,4 +677,8 @@ def get_optimizer(name: str, **kwargs: Any) -> Optimizer:
         raise HyperParameterError(
             f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}"
         ) from None
-    return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:  # an unknown or a missing keyword: the signature's own message
+        raise HyperParameterError(f"{name}: {exc}; see help(bpcore.{name}) for its "
+                                  "hyper-parameters") from None

@@ -173,6 +173,9 @@ def mlp(
     >>> net.n_in, net.n_out
     (3, 1)
     """
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise SettingError(f"mlp() takes the layer sizes as a sequence of ints, inputs first, "
+                           f"e.g. [64, 128, 10]; got {sizes!r}")
     sizes = list(sizes)
     if len(sizes) < 2:
         raise SettingError(
@@ -193,6 +196,9 @@ def mlp(
             layers.append(_act.activation(name))
     return sequential(*layers)
 
+
+#: How deep ``from_config`` follows nested sequential/residual/parallel configs.
+MAX_CONFIG_DEPTH = 100
 
 #: Layer kinds by config name (besides ``sequential`` and the activations):
 #: ``from_config`` calls ``LAYERS[name](**config_without_name)``.
@@ -225,17 +231,24 @@ def from_config(
     """
     kinds = LAYERS if layers is None else {**LAYERS, **layers}
 
-    def build(config: dict[str, Any]) -> Layer:
+    def build(config: dict[str, Any], depth: int = 0) -> Layer:
+        if depth > MAX_CONFIG_DEPTH:
+            raise SettingError(f"a layer config nested more than {MAX_CONFIG_DEPTH} deep; "
+                               "flatten the network into fewer sequential levels")
         try:
             name = config["name"]
             if name == "sequential":
-                return sequential(*(build(c) for c in config["layers"]))
+                return sequential(*(build(c, depth + 1) for c in config["layers"]))
             if name == "residual":
-                return residual(build(config["layer"]))
+                return residual(build(config["layer"], depth + 1))
             if name == "parallel":
-                return parallel(*(build(c) for c in config["layers"]),
+                return parallel(*(build(c, depth + 1) for c in config["layers"]),
                                 combine=config["combine"])
             if name == "dense" and "dense" not in (layers or {}):
+                extra = sorted(set(config) - {"name", "n_in", "n_out", "init"})
+                if extra:
+                    raise SettingError(f"dense layer config: unknown key(s) {extra}; a dense "
+                                       "layer has n_in, n_out and init")
                 return dense(config["n_in"], config["n_out"],
                              init=config.get("init", "glorot_uniform"))
             kwargs = {k: v for k, v in config.items() if k != "name"}
@@ -243,6 +256,6 @@ def from_config(
                 return kinds[name](**kwargs)
             return activation(name, **kwargs)
         except (KeyError, TypeError) as exc:
-            raise SettingError(f"not a bpcore layer config ({exc}): {config!r}") from None
+            raise SettingError(f"not a bpcore layer config ({exc}): {config!r:.300}") from None
 
     return build(config)

@@ -54,6 +54,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any
 
 from ..errors import BpcoreError, SettingError
@@ -191,7 +192,8 @@ def _unknown(name: str) -> SettingError:
     choices = [*NAMES, *_COMPOSITES]
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return SettingError(f"unknown layer {name!r}{hint}; the layers are "
+    shown = repr(name) if len(name) <= 60 else repr(name[:60]) + f"... ({len(name)} characters)"
+    return SettingError(f"unknown layer {shown}{hint}; the layers are "
                         f"{', '.join(sorted(choices))}")
 
 
@@ -320,6 +322,11 @@ def build(spec: str, in_shape: Shape) -> Layer:
                            "dense(10) separated by commas") from None
     body = tree.body
     assert isinstance(body, ast.List)
+    if isinstance(in_shape, (str, bytes)) or not isinstance(in_shape, (tuple, list)) or not all(
+            n is None or (isinstance(n, Integral) and not isinstance(n, bool)) for n in in_shape):
+        raise SettingError(f"the sample shape must be a tuple of ints, e.g. (40,) or (1, 28, 28); "
+                           f"got {in_shape!r}")
+    in_shape = tuple(int(n) if n is not None else None for n in in_shape)
     if math.prod(n for n in in_shape if n is not None) < 1:
         raise SettingError(f"the samples have no values (shape {show_shape(in_shape)})")
     layers, _ = _chain(list(body.elts), tuple(in_shape))
