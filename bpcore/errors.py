@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "LabelError",
     "NonFiniteError",
+    "OutputExistsError",
     "SettingError",
     "ShapeError",
     "StructureError",
@@ -63,6 +64,11 @@ class CheckpointError(BpcoreError, ValueError):
 
 class CheckpointExistsError(CheckpointError, FileExistsError):
     """Saving would overwrite an existing checkpoint and ``overwrite`` was not given."""
+
+
+class OutputExistsError(BpcoreError, FileExistsError):
+    """An output file (``--metrics``, ``--plot``, ``bpcore export``'s file...) exists and
+    overwriting was not asked for."""
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -92,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw samples/s against batch size, one panel per workload")
     parser.add_argument("--markdown", metavar="PATH",
                         help="write the tables and the machine description as markdown")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --json, --plot and --markdown replace existing files (never "
+                        "the --compare file)")
     parser.add_argument("--max-time", metavar="SECONDS",
                         help="time spent timing each row, over all its passes "
                         "(default 0.5; --quick 0.05)")
@@ -145,9 +149,43 @@ def _number(text: str | None, default: float, what: str, integer: bool = False) 
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise BenchError(f"{what} must be {kind}, got {text!r}") from None
-    if value <= 0 and not (what == "--warmup" and value == 0):
+    if not math.isfinite(value) or (value <= 0 and not (what == "--warmup" and value == 0)):
         raise BenchError(f"{what} must be positive, got {text!r}")
     return value
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--json, --plot and --markdown are file paths bpcore may write: not a directory, in
+    a directory that exists, distinct, never the --compare file, and not existing without
+    --overwrite; checked before the run, so a long run never ends in a failed write or
+    a lost file."""
+    compare = Path(args.compare).expanduser().resolve() if args.compare else None
+    seen: dict[Path, str] = {}
+    for flag in ("--json", "--plot", "--markdown"):
+        given = getattr(args, flag[2:])
+        if not given:
+            continue
+        path = Path(given).expanduser()
+        name = f"{flag} {given}"
+        if path.is_dir():
+            suffix = {"--json": ".json", "--plot": ".png"}.get(flag, ".md")
+            raise BenchError(f"{name}: is a directory; give a file path, e.g. "
+                             f"{path / ('run' + suffix)}")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise BenchError(f"{name}: the directory {parent} does not exist; create it first")
+        if not os.access(parent, os.W_OK):
+            raise BenchError(f"{name}: cannot write in {parent}")
+        resolved = path.resolve()
+        if resolved == compare:
+            raise BenchError(f"{name}: that is the --compare file; writing it would destroy "
+                             "the run to compare with: choose another path")
+        if resolved in seen:
+            raise BenchError(f"{name}: {seen[resolved]} writes the same file; give each its own")
+        seen[resolved] = flag
+        if path.exists() and not getattr(args, "overwrite", False):
+            raise BenchError(f"{name}: the file exists; pass --overwrite to replace it, or "
+                             "choose another path")
 
 
 def pytest_command(args: argparse.Namespace, workdir: Path, json_path: Path,
@@ -224,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
                              "pip install \"bpcore[bench]\"")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise BenchError("--plot needs matplotlib; pip install matplotlib")
+    _check_outputs(args)
     from ..benchtools import report
 
     with tempfile.TemporaryDirectory(prefix="bpcore-bench-") as tmp:

@@ -14,7 +14,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..errors import SettingError
+from ..errors import OutputExistsError, SettingError
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -88,5 +88,5 @@ def _check_output(args: argparse.Namespace) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SettingError(f"{name}: cannot write into {parent} (permission denied)")
     if path.exists() and not args.overwrite:
-        raise FileExistsError(f"{name}: the file exists; pass --overwrite to replace it, or "
+        raise OutputExistsError(f"{name}: the file exists; pass --overwrite to replace it, or "
                               "choose another path")

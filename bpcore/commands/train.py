@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backend import BACKEND_NAMES
-from ..errors import BpcoreError, SettingError
+from ..errors import BpcoreError, OutputExistsError, SettingError
 from ..layers.arch import MNIST1D_CNN, MNIST1D_GRU, MNIST1D_MLP, RECURRENT, is_recurrent
 from ..losses import LOSSES
 from ..model import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, RECIPE
@@ -298,6 +298,10 @@ def run(args: argparse.Namespace) -> int:
                 "or pass --no-distributed to run independent copies"
             )
     if not distributed:
+        if getattr(args, "allreduce_dtype", None) is not None:
+            raise SettingError("--allreduce-dtype sets how a data-parallel run sends its "
+                               "gradients; this run is not data-parallel: launch it with "
+                               "mpiexec -n N (or --distributed), or drop --allreduce-dtype")
         return _train(args, None)
     comm = communicator()
     with abort_on_error(comm, code=2):
@@ -547,7 +551,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
                              "destroy an input: choose another path")
         if path.is_dir():
             raise SettingError(f"{name}: is a directory; give a file path, e.g. "
-                             f"{path / ('run' + (path.suffix or '.csv'))}")
+                             f"{path / ('run' + _SUFFIXES[flag])}")
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
             raise SettingError(f"{name}: the directory {parent} does not exist; create it first")
@@ -555,8 +559,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise SettingError(f"{name}: cannot write into {parent} (permission denied)")
         if path.exists() and not args.overwrite:
             extra = " (the --resume file: the run would overwrite it)" if role else ""
-            raise FileExistsError(f"{name}: the file exists{extra}; pass --overwrite to "
+            raise OutputExistsError(f"{name}: the file exists{extra}; pass --overwrite to "
                                   "replace it, or choose another path")
+
+
+#: The example file name's suffix of each output flag, in messages.
+_SUFFIXES = {"save": ".npz", "metrics": ".csv", "plot": ".png"}
 
 
 def _resolved(path: str) -> Path:
@@ -765,7 +773,16 @@ def _check_layers(sizes: list[int], ds: Any, loss: str) -> None:
 
 def _check_resume(args: argparse.Namespace, stored: dict[str, Any], model: Any) -> None:
     """A resumed run keeps its settings; a flag that contradicts them is an error."""
-    if not stored:
+    if not stored:  # a Model.save checkpoint: its network is all there is to contradict
+        sizes = getattr(model, "sizes", None)
+        if args.layers is not None and _parse_layers(args.layers) != sizes:
+            raise SettingError(
+                f"--layers {args.layers} contradicts the resumed network ({args.resume}: "
+                f"{'-'.join(map(str, sizes)) if sizes else model.net.name}); drop --layers, "
+                "or start a new run without --resume")
+        if args.arch is not None:
+            raise SettingError(f"--arch with --resume {args.resume}: the resumed network "
+                               "is kept; drop --arch, or start a new run without --resume")
         return
     given = {
         "data": args.data, "val": args.val, "test": args.test,
