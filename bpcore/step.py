@@ -124,11 +124,6 @@ class _Bound(NamedTuple):
     backward: Callable[..., tuple[Array | None, Any]]
     loss: Callable[..., tuple[Array, Array]]
     update: Callable[[Any, Any, Any], tuple[Any, Any]] | None
-    #: JAX: the parameters may come back from a jitted step with their dict keys
-    #: sorted (its pytrees sort them), while the gradients keep the layers' order;
-    #: the optimizer pairs leaves in order, so the gradients are put in the
-    #: parameters' order first (free under jit: it only reorders the trace)
-    sorts_keys: bool = False
 
 
 class Driver:
@@ -228,8 +223,7 @@ class Driver:
                 xp, inplace=self.inplace, own_grads=True, fast=self.fast
             )
             loss = binding.scope("loss").kernel(self.loss.fn)
-            b = self._bound[xp] = _Bound(xp, net.forward, net.backward, loss, update,
-                                         backend_name(xp) == "jax")
+            b = self._bound[xp] = _Bound(xp, net.forward, net.backward, loss, update)
         return b
 
     def gradients(
@@ -272,8 +266,6 @@ class Driver:
             grads = self.grad_transform(grads)
         b = self.bound(namespace(tree.first_array(params))) if bound is None else bound
         assert b.update is not None, "a Driver without an optimizer cannot update"
-        if b.sorts_keys:
-            grads = _in_order_of(params, grads)
         return b.update(grads, state, params)
 
     def step(
@@ -325,16 +317,6 @@ class Driver:
         else:
             y, _, _ = b.forward(params, x, xp=b.xp, ctx=ctx)
         return y
-
-
-def _in_order_of(params: Any, grads: Any) -> Any:
-    """``grads`` with every dict's keys in the order of the matching dict of ``params``."""
-    if isinstance(params, dict) and isinstance(grads, dict):
-        return {k: _in_order_of(v, grads[k]) for k, v in params.items()}
-    if isinstance(params, (tuple, list)) and isinstance(grads, (tuple, list)) and \
-            not hasattr(grads, "_fields"):
-        return type(grads)(_in_order_of(p, g) for p, g in zip(params, grads))
-    return grads
 
 
 def train_state(model: Layer, optimizer: Optimizer | None, params: Any, *,
