@@ -370,7 +370,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         ds = load_dataset(setting["data"])
         if ds.n_classes is not None and ds.n_classes < 2:
             raise DataError(
-                f"{ds.name}: every sample has the same label ({ds.y[0]!r}): a classifier "
+                f"{ds.name}: every sample has the same label ({ds.y[0].tolist()!r}): a classifier "
                 "needs samples of at least two classes"
             )
         if len(ds.X) < SMALL_DATA and args.val is None and args.test is None \
