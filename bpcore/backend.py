@@ -106,7 +106,10 @@ def namespace(*arrays: Array, xp: ModuleType | None = None) -> ModuleType:
                 "bpcore.to_backend(x, 'numpy')"
             )
     if found is None:
-        raise ArgumentError("namespace() needs at least one array")
+        given = ", ".join(type(a).__name__ for a in arrays) or "nothing"
+        raise ArgumentError(f"expected at least one array (NumPy, CuPy, PyTorch, JAX, "
+                            f"array-api-strict), got {given}; pass the data as an array, e.g. "
+                            "np.asarray(x)")
     return found
 
 

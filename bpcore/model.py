@@ -1068,7 +1068,8 @@ def _rows(x: Any) -> int:
         except (TypeError, ValueError):
             raise DTypeError(f"X is not an array ({type(x).__name__})") from None
     if len(shape) == 0:
-        raise ShapeError("X must be 2-D (samples, features), got a scalar")
+        got = "None" if x is None else f"a scalar ({type(x).__name__})"
+        raise ShapeError(f"X must be 2-D (samples, features), got {got}")
     return int(shape[0])
 
 
