@@ -482,6 +482,12 @@ def _x_variants() -> dict[str, Callable[[np.ndarray], Any]]:
             "0-d": lambda x: np.float32(1.0)}
 
 
+#: words the refusal of each bad x must contain
+X_WORDS = {"wrong-features": "3 features", "1-d": "2-D", "3-d": "2-D", "empty-batch": "empty",
+           "nan": "nan", "inf": "infinite", "strings": "<U", "complex": "complex64",
+           "none": "NoneType", "object": "object", "beyond-float32": "infinite", "0-d": "2-D"}
+
+
 def _step_cases() -> None:
     for tag, (fn, word) in _params_variants().items():
         def run_step(t: Path, fn: Any = fn) -> Any:
@@ -509,8 +515,11 @@ def _step_cases() -> None:
         def run_predict_x(t: Path, fn: Any = fn) -> Any:
             net, params, _, _, x, _ = small()
             return bp.predict(net, params, fn(x))
-        case(f"train-step-x-{tag}", "step", f"train_step with x: {tag}", run_step_x)
-        case(f"predict-x-{tag}", "step", f"predict with x: {tag}", run_predict_x)
+        word = X_WORDS.get(tag, "")
+        case(f"train-step-x-{tag}", "step", f"train_step with x: {tag}", run_step_x,
+             expect=(word,) if word else ())
+        case(f"predict-x-{tag}", "step", f"predict with x: {tag}", run_predict_x,
+             expect=(word,) if word else ())
     targets = {"wrong-length": lambda y: y[:4], "out-of-range": lambda y: y + 5,
                "negative": lambda y: y - 1, "float-labels": lambda y: y + 0.5,
                "nan": lambda y: np.full(y.shape, np.nan), "2-d": lambda y: np.ones((6, 2)),
@@ -519,7 +528,9 @@ def _step_cases() -> None:
         def run_t(t: Path, fn: Any = fn) -> Any:
             net, params, opt, state, x, y = small()
             return step_of(net, opt)(params, state, x, fn(y))
-        case(f"train-step-t-{tag}", "step", f"train_step with labels: {tag}", run_t)
+        case(f"train-step-t-{tag}", "step", f"train_step with labels: {tag}", run_t,
+             expect=({"none": "NoneType", "out-of-range": "label 7", "negative": "label -1",
+                      "wrong-length": "(4,)", "2-d": "(6, 2)"}.get(tag, "label"),))
     states = {"none": lambda s, p: None, "other-arch": lambda s, p: bp.adam().init(
                   bp.mlp([4, 5, 3]).init(0)),
               "sgd-state-for-adam": lambda s, p: bp.momentum().init(p),
@@ -639,7 +650,8 @@ def _model_cases() -> None:
         "batch-size-zero": lambda: (X, y, {"batch_size": 0}),
         "shuffle-string": lambda: (X, y, {"shuffle": "yes"}),
     }
-    fit_words = {"x-wrong-features": "features", "x-nan": "nan", "x-empty": "no samples",
+    fit_words = {"x-none": "got None", "x-string": "str", "x-wrong-features": "features",
+                 "x-nan": "nan", "x-empty": "no samples",
                  "y-wrong-length": "29", "y-one-class": "class", "callbacks-int": "callback",
                  "epochs-negative": "epochs", "epochs-fraction": "epochs",
                  "validation-split-over-one": "validation_split",
