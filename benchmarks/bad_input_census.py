@@ -542,6 +542,11 @@ def _step_cases() -> None:
             return step_of(net, opt)(params, fn(state, params), x, y)
         case(f"train-step-state-{tag}", "step", f"train_step with state: {tag}", run_s,
              issue=True)
+    def mse_empty(t: Path) -> Any:
+        net, params, opt, state, x, _ = small()
+        return bp.train_step(net, "mse", opt)(params, state, x[:0], np.zeros((0, 3), np.float32))
+    case("train-step-mse-empty-batch", "step", "train_step with mse on an empty batch",
+         mse_empty, expect=("empty",), issue=True)
     weights = {"negative": lambda n: -np.ones(n), "wrong-length": lambda n: np.ones(n + 1),
                "nan": lambda n: np.full(n, np.nan), "all-zero": lambda n: np.zeros(n)}
     for tag, fn in weights.items():
@@ -821,13 +826,17 @@ def _checkpoint_cases() -> None:
               ("meta.scaler", {"method": "standard", "shift": [0.0, 1.0],
                                "scale": [1.0, 1.0]}),
               ("dtype", "float64"), ("optimizer_config.lr", -1.0),
-              ("model_config.layers.0.n_in", 0), ("meta.classes", [2, 1, 0])]
+              ("model_config.layers.0.n_in", 0), ("meta.classes", [2, 1, 0]),
+              ("meta.scaler.method", "zscore"),
+              ("optimizer_config", {"name": "sgd", "lr": 0.1, "momentum": 0.0,
+                                    "nesterov": False, "weight_decay": 0.0})]
     for dotted, value in fields:
         tag = f"{dotted.split('.')[-1] if 'value' not in dotted else 'adam-count'}-{value!r}"
         tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in tag)[:40]
+        word = {"optimizer_config": "sgd"}.get(dotted, dotted.split(".")[-1]
+                                                  if "value" not in dotted else "count")
         case(f"checkpoint-{tag}", "checkpoint", f"header {dotted} = {value!r}",
-             edited(dotted, value), expect=(str(dotted.split(".")[-1] if "value" not in dotted
-                                                 else "count"),), issue=True)
+             edited(dotted, value), expect=(word,), issue=True)
 
     def opt_state_none(t: Path) -> Any:
         from test_checkpoint_hostile import edit
