@@ -434,11 +434,19 @@ def compile(
                 "bp.compile(net, 'softmax_cross_entropy', bp.sgd(0.1))"
             )
         model, loss = step, get_loss(loss)
-        # The compilers trace the portable kernels (fast=False: no workspace, whose
-        # buffers torch.compile would guard on); NumPy and the eager fallbacks run
-        # the driver with its specializations and workspace.
-        traced = Driver(model, loss, optimizer, fast=False, inplace=donate,
-                        grad_transform=grad_transform).on
+        # torch.compile traces the portable kernels (fast=False: no workspace, whose
+        # buffers it would guard on); jax.jit traces the kernels bound to JAX, whose
+        # specializations (lax's convolutions) are traceable and use no workspace;
+        # NumPy and the eager fallbacks run the driver with its specializations
+        # and workspace.
+        portable = Driver(model, loss, optimizer, fast=False, inplace=donate,
+                          grad_transform=grad_transform).on
+        bound = Driver(model, loss, optimizer, fast=True, inplace=donate,
+                       grad_transform=grad_transform).on
+
+        def traced(xp: ModuleType) -> Any:
+            return (bound if backend_name(xp) == "jax" else portable)(xp)
+
         build = train_loop if loop else train_step
         eager = build(model, loss, optimizer, validate=False, inplace=donate,
                       grad_transform=grad_transform)

@@ -435,3 +435,81 @@ def test_numpy_max_pool_specialization_on_batch_last_inputs_with_ties() -> None:
     np.testing.assert_array_equal(fcache.argmax, cache.argmax)
     dy = np.moveaxis(rng.standard_normal((2, 4, 4, 3)).astype(np.float32), -1, 0)
     np.testing.assert_array_equal(fast_bwd(fcache, dy), pool_mod.max_pool_backward(cache, dy))
+
+
+# --------------------------------------------------------------------------
+# the PyTorch and JAX specializations: the libraries' own convolution kernels
+
+#: JAX compiles every operation for every new shape when it runs eagerly: fewer there
+NATIVE_CASES = {
+    "torch": {1: ALL_1D + _random_conv_cases(1, 8, seed=21),
+              2: ALL_2D + _random_conv_cases(2, 8, seed=22)},
+    "jax": {1: [CASES_1D[1], CASES_1D[2], CASES_1D[4]],
+            2: [CASES_2D[1], CASES_2D[2], CASES_2D[3]]},  # strides, dilation, 1x1 + padding
+}
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_native_specializations_match_the_portable_kernels(backend: str, ndim: int) -> None:
+    """float64, to 1e-10 relative, over strides, paddings and dilations; each
+    specialization with the other's cache too (the portable backward gathers
+    the windows from the input the specialized forward kept)."""
+    from conftest import require_backend
+
+    require_backend(backend)
+    fwd, bwd = KERNELS[ndim]
+    fast_fwd, fast_bwd = specializations(fwd)[backend], specializations(bwd)[backend]
+    for i, case in enumerate(NATIVE_CASES[backend][ndim]):
+        h = _host_inputs(case, seed=i)
+        params = {k: bp.to_backend(h[k], backend) for k in ("W", "b")}
+        x = bp.to_backend(h["x"], backend)
+        y, cache = fwd(params, x, **h["geometry"])
+        dy = bp.to_backend(np.random.default_rng(i).standard_normal(tuple(y.shape)), backend)
+        want = bwd(params, cache, dy)
+        fy, fcache = fast_fwd(params, x, **h["geometry"])
+        assert fcache.cols is None and fcache.x is x
+        np.testing.assert_allclose(host(fy), host(y), rtol=1e-10, atol=1e-12)
+        for got in (fast_bwd(params, fcache, dy), fast_bwd(params, cache, dy),
+                    bwd(params, fcache, dy)):
+            for a, b in ((got[0], want[0]), (got[1]["W"], want[1]["W"]),
+                         (got[1]["b"], want[1]["b"])):
+                assert_like(a, b, bp.namespace(x), tuple(b.shape))
+                np.testing.assert_allclose(host(a), host(b), rtol=1e-10, atol=1e-12)
+        assert fast_bwd(params, fcache, dy, need_dx=False)[0] is None
+
+
+def test_native_specializations_leave_errors_to_the_portable_kernels() -> None:
+    from conftest import require_backend
+
+    require_backend("torch")
+    torch_fwd = specializations(conv1d_forward)["torch"]
+    params = {"W": bp.to_backend(np.ones((2, 3, 3)), "torch"),
+              "b": bp.to_backend(np.zeros(2), "torch")}
+    with pytest.raises(bp.ShapeError, match="C_in"):
+        torch_fwd(params, bp.to_backend(np.ones((1, 2, 5)), "torch"))
+    with pytest.raises(bp.ShapeError, match="span"):
+        torch_fwd(params, bp.to_backend(np.ones((1, 3, 4)), "torch"), dilation=2)
+
+
+def test_a_chain_asks_no_input_gradient_of_its_first_trained_layer() -> None:
+    """LeNet's conv after its reshape: nothing before it is trained, so its
+    backward runs with need_dx=False."""
+    seen = []
+    conv = bp.conv2d(1, 2, 3)
+
+    def backward(params: Any, cache: Any, dy: Any, *, xp: Any = None,
+                 need_dx: bool = True) -> Any:
+        seen.append(need_dx)
+        return conv.backward(params, cache, dy, xp=xp, need_dx=need_dx)
+
+    net = bp.sequential(bp.reshape((1, 5, 5)), conv._replace(backward=backward), bp.flatten(),
+                        bp.dense(18, 2))
+    params = net.init(0, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((3, 25))
+    y, cache = net.forward(params, x)
+    dx, grads = net.backward(params, cache, np.ones(y.shape), need_dx=False)
+    assert dx is None and seen == [False] and grads[0] == {} and grads[1]["W"].shape == (2, 1, 3, 3)
+    seen.clear()
+    dx, _ = net.backward(params, cache, np.ones(y.shape))
+    assert seen == [True] and dx.shape == (3, 25)

@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import tree
 from ..backend import Array, namespace
 from ..dispatch import Binding
 from ..errors import ArgumentError, SettingError, ShapeError
@@ -616,12 +617,20 @@ def _chain(layers: Sequence[Layer]) -> tuple[Callable[..., Any], Callable[..., A
         xp: ModuleType | None = None, need_dx: bool = True,
     ) -> tuple[Array | None, tuple[Params, ...]]:
         grads: list[Params] = [None] * len(steps)
+        # the input gradient of layer j feeds only the layers before it: not needed
+        # when none of them has parameters (LeNet's conv after its reshape)
+        first = 0 if need_dx else next(
+            (i for i, p in enumerate(params) if tree.leaves(p)), len(steps))
         for j in range(last, -1, -1):
             bare, _, b = steps[j]
             if bare:
                 dy, grads[j] = b(cache[j], dy, xp=xp), {}
             else:
-                dy, grads[j] = b(params[j], cache[j], dy, xp=xp, need_dx=need_dx or j > 0)
+                dy, grads[j] = b(params[j], cache[j], dy, xp=xp, need_dx=need_dx or j > first)
+            if dy is None:  # nothing before this layer needs its gradient
+                for i in range(j):
+                    grads[i] = params[i]  # a tree without arrays: its (empty) gradients
+                return None, tuple(grads)
         return dy, tuple(grads)
 
     return forward, backward
