@@ -437,7 +437,7 @@ def _conv_forward_numpy(
     axis, and each pass is one GEMM. The output is a ``(batch, C_out, *out)``
     view of the ``(C_out, *out, batch)`` product, the cache keeps the gathered
     windows viewed with the portable kernel's axes ``(batch, C_in, k, *out)``:
-    the same values as the portable kernel's, in another memory order. MEASURE
+    the same values as the portable kernel's, in another memory order.
     """
     W, b = params["W"], params["b"]
     if x.ndim != ndim + 2 or W.ndim != ndim + 2 or W.shape[1] != x.shape[1]:
@@ -481,7 +481,7 @@ def _conv_backward_numpy(
     """``dW = dy₂ colsᵀ`` and ``dcols = W₂ᵀ dy₂`` as one GEMM each and ``col2im``
     as one in-place sum per kernel offset, all batch last (see
     :func:`_conv_forward_numpy`); ``dx`` is a ``(batch, C_in, *spatial)`` view
-    of a batch-last buffer. MEASURE"""
+    of a batch-last buffer."""
     W, cols = params["W"], _windows(cache, params["W"].shape[2:], np)
     batch, c_in, k = cols.shape[:3]
     out = cols.shape[3:]
@@ -536,7 +536,9 @@ def _conv1d_forward_numpy(
     params: Params, x: Array, *, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
     dilation: IntOrTuple = 1, xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array, ConvCache]:
-    """:func:`conv1d_forward` as one GEMM (:func:`_conv_forward_numpy`). MEASURE"""
+    """:func:`conv1d_forward` as one GEMM (:func:`_conv_forward_numpy`).
+    Without it a step takes 35.8% longer (mnist1d-cnn, batch 256; benchmarks/specializations.py,
+    2026-12-03)."""
     return _conv_forward_numpy(params, x, 1, stride, padding, dilation, ws)
 
 
@@ -545,7 +547,9 @@ def _conv2d_forward_numpy(
     params: Params, x: Array, *, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
     dilation: IntOrTuple = 1, xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array, ConvCache]:
-    """:func:`conv2d_forward` as one GEMM (:func:`_conv_forward_numpy`). MEASURE"""
+    """:func:`conv2d_forward` as one GEMM (:func:`_conv_forward_numpy`).
+    Without it a step takes 112.2% longer (lenet, batch 100; benchmarks/specializations.py,
+    2026-12-03)."""
     return _conv_forward_numpy(params, x, 2, stride, padding, dilation, ws)
 
 
@@ -554,7 +558,9 @@ def _conv1d_backward_numpy(
     params: Params, cache: ConvCache, dy: Array, *, need_dx: bool = True,
     xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array | None, Params]:
-    """:func:`conv1d_backward` as two GEMMs and a strided sum. MEASURE"""
+    """:func:`conv1d_backward` as two GEMMs and a strided sum.
+    Without it a step takes 98.6% longer (mnist1d-cnn, batch 256; benchmarks/specializations.py,
+    2026-12-03)."""
     return _conv_backward_numpy(params, cache, dy, need_dx, ws)
 
 
@@ -563,7 +569,9 @@ def _conv2d_backward_numpy(
     params: Params, cache: ConvCache, dy: Array, *, need_dx: bool = True,
     xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array | None, Params]:
-    """:func:`conv2d_backward` as two GEMMs and a strided sum. MEASURE"""
+    """:func:`conv2d_backward` as two GEMMs and a strided sum.
+    Without it a step takes 272.9% longer (lenet, batch 256; benchmarks/specializations.py,
+    2026-12-03)."""
     return _conv_backward_numpy(params, cache, dy, need_dx, ws)
 
 
@@ -643,7 +651,7 @@ def _conv_forward_jax(
 def _conv_backward_jax(
     params: Params, cache: ConvCache, dy: Array, need_dx: bool
 ) -> tuple[Array | None, Params]:
-    """Both gradients as convolutions (``lax.conv_general_dilated``):
+    """``dW`` as ``lax.conv_general_dilated``, ``dx`` as a GEMM and a col2im:
 
     * ``dW``: the padded input correlated with ``dy`` — the input's channels as
       the batch, the batch contracted, ``dy`` as the kernel dilated by the
@@ -690,7 +698,9 @@ def _conv1d_forward_torch(
     params: Params, x: Array, *, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
     dilation: IntOrTuple = 1, xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array, ConvCache]:
-    """:func:`conv1d_forward` as ``torch.nn.functional.conv1d``. MEASURE"""
+    """:func:`conv1d_forward` as ``torch.nn.functional.conv1d``.
+    Without it a step takes 67.8% longer (the backward then falls back too, having no input to
+    use; mnist1d-cnn, batch 256; benchmarks/specializations.py, 2026-12-03)."""
     return _conv_forward_torch(params, x, 1, stride, padding, dilation)
 
 
@@ -699,7 +709,9 @@ def _conv2d_forward_torch(
     params: Params, x: Array, *, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
     dilation: IntOrTuple = 1, xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array, ConvCache]:
-    """:func:`conv2d_forward` as ``torch.nn.functional.conv2d``. MEASURE"""
+    """:func:`conv2d_forward` as ``torch.nn.functional.conv2d``.
+    Without it a step takes 78.8% longer (the backward then falls back too; lenet, batch 100;
+    benchmarks/specializations.py, 2026-12-03)."""
     return _conv_forward_torch(params, x, 2, stride, padding, dilation)
 
 
@@ -708,7 +720,9 @@ def _conv1d_backward_torch(
     params: Params, cache: ConvCache, dy: Array, *, need_dx: bool = True,
     xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array | None, Params]:
-    """:func:`conv1d_backward` as PyTorch's convolution backward kernel. MEASURE"""
+    """:func:`conv1d_backward` as PyTorch's convolution backward kernel.
+    Without it a step takes 77.2% longer (mnist1d-cnn, batch 256; benchmarks/specializations.py,
+    2026-12-03)."""
     return _conv_backward_torch(params, cache, dy, need_dx)
 
 
@@ -717,7 +731,9 @@ def _conv2d_backward_torch(
     params: Params, cache: ConvCache, dy: Array, *, need_dx: bool = True,
     xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array | None, Params]:
-    """:func:`conv2d_backward` as PyTorch's convolution backward kernel. MEASURE"""
+    """:func:`conv2d_backward` as PyTorch's convolution backward kernel.
+    Without it a step takes 77.6% longer (lenet, batch 256; benchmarks/specializations.py,
+    2026-12-03)."""
     return _conv_backward_torch(params, cache, dy, need_dx)
 
 
@@ -726,7 +742,10 @@ def _conv1d_forward_jax(
     params: Params, x: Array, *, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
     dilation: IntOrTuple = 1, xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array, ConvCache]:
-    """:func:`conv1d_forward` as ``jax.lax.conv_general_dilated``. MEASURE"""
+    """:func:`conv1d_forward` as ``jax.lax.conv_general_dilated``.
+    Without the JAX convolution kernels (forward and backward together) a
+    ``bp.compile`` step takes 55% longer (mnist1d-cnn, batch 100; one interleaved run,
+    2026-12-03, benchmarks/results/2026-12-03-conv.md)."""
     return _conv_forward_jax(params, x, 1, stride, padding, dilation)
 
 
@@ -735,7 +754,10 @@ def _conv2d_forward_jax(
     params: Params, x: Array, *, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
     dilation: IntOrTuple = 1, xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array, ConvCache]:
-    """:func:`conv2d_forward` as ``jax.lax.conv_general_dilated``. MEASURE"""
+    """:func:`conv2d_forward` as ``jax.lax.conv_general_dilated``.
+    Without the JAX convolution kernels (forward and backward together) a
+    ``bp.compile`` step takes 116% longer (lenet, batch 256; one interleaved run,
+    2026-12-03, benchmarks/results/2026-12-03-conv.md)."""
     return _conv_forward_jax(params, x, 2, stride, padding, dilation)
 
 
@@ -744,7 +766,10 @@ def _conv1d_backward_jax(
     params: Params, cache: ConvCache, dy: Array, *, need_dx: bool = True,
     xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array | None, Params]:
-    """:func:`conv1d_backward` as two convolutions (:func:`_conv_backward_jax`). MEASURE"""
+    """:func:`conv1d_backward` as a convolution and a col2im (:func:`_conv_backward_jax`).
+    Without the JAX convolution kernels (forward and backward together) a
+    ``bp.compile`` step takes 55% longer (mnist1d-cnn, batch 100; one interleaved run,
+    2026-12-03, benchmarks/results/2026-12-03-conv.md)."""
     return _conv_backward_jax(params, cache, dy, need_dx)
 
 
@@ -753,7 +778,10 @@ def _conv2d_backward_jax(
     params: Params, cache: ConvCache, dy: Array, *, need_dx: bool = True,
     xp: ModuleType | None = None, ws: Workspace | None = None,
 ) -> tuple[Array | None, Params]:
-    """:func:`conv2d_backward` as two convolutions (:func:`_conv_backward_jax`). MEASURE"""
+    """:func:`conv2d_backward` as a convolution and a col2im (:func:`_conv_backward_jax`).
+    Without the JAX convolution kernels (forward and backward together) a
+    ``bp.compile`` step takes 116% longer (lenet, batch 256; one interleaved run,
+    2026-12-03, benchmarks/results/2026-12-03-conv.md)."""
     return _conv_backward_jax(params, cache, dy, need_dx)
 
 
