@@ -168,6 +168,23 @@ def test_train_command_with_the_papers_gru(cache: Path, tmp_path: Path,
     assert run["weight_decay"] == recipe["weight_decay"]
 
 
+def test_another_optimizer_does_not_take_the_recipes_weight_decay(
+        cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The recipe's weight decay is AdamW's; with --optimizer adam (or sgd) it would be
+    an L2 term of the gradient, which ruined the paper's GRU (30-37%): such a run gets
+    the library's default decay for that optimizer, unless --weight-decay says otherwise."""
+    data = f"mnist1d:{cache}"
+    for extra, want in ((["--optimizer", "adam"], 0.0),
+                        (["--optimizer", "adam", "--weight-decay", "0.01"], 0.01),
+                        ([], DATA_DEFAULTS["mnist1d"]["weight_decay"])):
+        path = tmp_path / f"run{len(extra)}.npz"
+        code, _, _ = _run(capsys, "--data", data, "--arch", "flatten,dense(10)", "--epochs",
+                          "1", "--quiet", "--save", str(path), *extra)
+        run = bp.Model.load(path).extra["run"]
+        assert code == 0 and run["weight_decay"] == want, extra
+        assert run["lr"] == DATA_DEFAULTS["mnist1d"]["lr"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -615,6 +615,11 @@ def _settings(
     arch = given["arch"] if given["arch"] is not None else stored.get("arch")
     if arch is not None and _recurrent(str(arch)):
         special = {**special, **RECURRENT_DEFAULTS.get(str(data).partition(":")[0], {})}
+    chosen = given["optimizer"] if given["optimizer"] is not None else stored.get("optimizer")
+    if chosen is not None and chosen != special.get("optimizer", chosen):
+        # the recipe's weight decay is tuned for its own (decoupled) optimizer; Adam or
+        # SGD would apply it as an L2 term of the gradient (the paper's GRU fell to ~35%)
+        special = {k: v for k, v in special.items() if k != "weight_decay"}
     if args.layers is not None or stored.get("layers") is not None:
         special = {k: v for k, v in special.items() if k != "arch"}
     elif "arch" in special and args.arch is None and "arch" not in stored:
