@@ -8,8 +8,10 @@ that picks, at the first call on each backend, how the step runs there:
 ============  ===============================================================
 backend       how the step runs
 ============  ===============================================================
-JAX           ``jax.jit`` of the portable step, parameter and optimizer-state
-              buffers donated (XLA updates them in place)
+JAX           ``jax.jit`` of the step with the kernels bound to JAX (the
+              portable ones, and lax's convolutions where a kernel has a JAX
+              specialization), parameter and optimizer-state buffers
+              donated (XLA updates them in place)
 PyTorch       ``torch.compile(step, fullgraph=True)`` (Inductor; CPU and CUDA)
 NumPy         no compiler: the step driver with its NumPy
               specializations (``out=`` kernels into the workspace it owns,
