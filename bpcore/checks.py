@@ -516,6 +516,7 @@ class Guard:
         self._samples: set[tuple[int, ...]] = set()  # per-sample shapes the network takes
         self._plain = getattr(model, "n_index", None) is None  # float inputs, not indices
         self._stateful = getattr(model, "init_state", None) is not None
+        self._n_out = getattr(model, "n_out", None)
         rule = getattr(optimizer, "rule", None)
         self._rule = rule
         self._adam = rule is not None and hasattr(rule, "b1")
@@ -557,14 +558,13 @@ class Guard:
         if not (self.kind == "classes" and type(t) is np.ndarray and type(ref) is np.ndarray
                 and t.ndim == 1 and t.shape[0] == n and t.dtype.kind in "iu"
                 and self._labels_in_range(t)):
-            check_targets(t, ref, n, getattr(self.model, "n_out", None), self.kind)
+            check_targets(t, ref, n, self._n_out, self.kind)
         if weights is not None:
             check_weights(weights, ref, n)
         return ref, leaves
 
     def _labels_in_range(self, t: Any) -> bool:
-        n_out = getattr(self.model, "n_out", None)
-        return n_out is None or (int(t.min()) >= 0 and int(t.max()) < n_out)
+        return self._n_out is None or (int(t.min()) >= 0 and int(t.max()) < self._n_out)
 
     def state(self, state: Any, params: Any, leaves: list[Any]) -> None:
         """:func:`check_state`, with ``leaves`` the parameters' (from :meth:`batch`)."""

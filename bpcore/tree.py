@@ -201,7 +201,8 @@ def _aligned_layers(ref: tuple[Any, ...], others: tuple[Any, ...]
                     ) -> list[tuple[Any, ...]] | None:
     """:func:`aligned` of its common case, parameters as a tuple of flat dicts
     whose keys come in one order in every tree (``None`` for any other layout):
-    the rows without the general walk, about 2x faster for the seed network."""
+    the rows without the general walk (the seed network's parameters and gradients:
+    12 µs against the walk's 20, timed on the busy shared machine, 2026-12-03)."""
     n = len(ref)
     for o in others:
         if type(o) is not tuple or len(o) != n:
