@@ -29,9 +29,12 @@ kernels everywhere.
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
+import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -123,31 +126,163 @@ class Workspace:
     driver gives a workspace only to steps whose intermediates never leave
     them (``train_step``), never to ``value_and_grad`` or ``predict``, whose
     results the caller keeps.
+
+    **Lending** (NumPy on CPython): a functional update returns new arrays,
+    and the caller drops the old ones at the next call. Where a workspace
+    :attr:`lends`, an array handed to the caller is *lent* (:meth:`lend`; a
+    workspace buffer lent so leaves the workspace, whose next ``buffer()``
+    call under that name takes another), and :meth:`buffer` and :meth:`outputs`
+    take a lent array back once nothing but the workspace refers to it: no
+    variable, container, view (a NumPy view refers to its base), memoryview
+    or weak reference. So the functional SGD update writes ``p − ηg`` into
+    the gradient's buffer, still in cache, and returns it as the new
+    parameter, while the buffer of the parameter before it (dropped by the
+    caller) receives the next gradient: two buffers per parameter, as the
+    in-place update has, instead of a fresh one per step. Arrays the caller
+    passed in are never lent, so never written to.
     """
 
-    def __init__(self, xp: ModuleType) -> None:
+    def __init__(self, xp: ModuleType, *, _root: Workspace | None = None) -> None:
         self.xp = xp
         self._local = threading.local()  # this scope's buffers, one dict per thread
         self._scopes: dict[Any, Workspace] = {}
+        self._root = self if _root is None else _root
+        #: whether arrays handed to the caller are taken back once the caller drops them
+        self.lends: bool = self._root.lends if _root is not None else (
+            _CAN_LEND and backend_name(xp) == "numpy")
+        if _root is None and self.lends:
+            self._empty = sys.modules["numpy"].empty  # NumPy's own: no wrapper per call
+            self._lending = threading.local()
 
     def scope(self, name: Any) -> Workspace:
         """The workspace of a part (a layer's position): its own buffer names."""
         child = self._scopes.get(name)
         if child is None:
-            child = self._scopes[name] = Workspace(self.xp)
+            child = self._scopes[name] = Workspace(self.xp, _root=self._root)
         return child
 
     def buffer(self, name: str, shape: tuple[int, ...], dtype: Any, device: Any = None) -> Array:
-        """The buffer ``name`` of this scope, (re)allocated when its shape or dtype changes."""
+        """The buffer ``name`` of this scope, (re)allocated when its shape or dtype changes
+        (or, where the workspace lends, after it was lent)."""
         try:
             store: dict[str, Array] = self._local.buffers
         except AttributeError:
             store = self._local.buffers = {}
         buf = store.get(name)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
+            if self.lends:
+                return self._root._own(store, name, buf, shape, dtype)
             kwargs = {} if device is None else {"device": device}
             buf = store[name] = self.xp.empty(shape, dtype=dtype, **kwargs)
         return buf
+
+    # lending (NumPy): the state lives in the root, one set per thread
+
+    def _lent(self) -> _Lent:
+        try:
+            lent: _Lent = self._lending.state
+        except AttributeError:
+            lent = self._lending.state = _Lent({}, {})
+        return lent
+
+    def _own(self, store: dict[str, Array], name: str, old: Array | None,
+             shape: tuple[int, ...], dtype: Any) -> Array:
+        """A new buffer ``name`` of ``store``: a lent array taken back, or a new one."""
+        lent = self._lent()
+        if old is not None:
+            lent.owned.pop(id(old), None)
+        buf = self._reclaim(lent, shape, dtype)
+        if buf is None:
+            buf = self._empty(shape, dtype=dtype)
+        store[name] = buf
+        lent.owned[id(buf)] = (store, name)
+        return buf
+
+    def _reclaim(self, lent: _Lent, shape: tuple[int, ...], dtype: Any) -> Array | None:
+        """The oldest lent array of this shape and dtype if nothing else refers to it."""
+        queue = lent.arrays.get((shape, dtype))
+        if queue and _free(queue):
+            return queue.popleft()
+        return None
+
+    def outputs(self, like: tuple[Array, ...], into: Any = None) -> tuple[Array, ...]:
+        """Arrays for results shaped as the arrays of ``like``, which the step
+        will :meth:`lend`: the first is ``into`` itself where ``into`` is one
+        of this workspace's buffers (the gradient a functional update may
+        overwrite), each other a lent array taken back where one is free, else
+        a new one. Without lending, new arrays."""
+        if not self.lends:
+            return tuple(self.xp.empty_like(a) for a in like)
+        root = self._root
+        lent = root._lent()
+        entry = None if into is None else lent.owned.get(id(into))
+        first = into if entry is not None and entry[0].get(entry[1]) is into else None
+        arrays, empty = lent.arrays, root._empty
+        out = []
+        for a in like:
+            if first is not None:
+                out.append(first)
+                first = None
+                continue
+            queue = arrays.get((a.shape, a.dtype))
+            out.append(queue.popleft() if queue and _free(queue) else empty(a.shape, a.dtype))
+        return tuple(out)
+
+    def lend(self, *arrays: Any) -> None:
+        """Hand ``arrays``, results of the step, to the caller (a no-op where the
+        workspace does not lend; ``None`` and views are skipped). A workspace
+        buffer among them leaves the workspace."""
+        if not self.lends:
+            return
+        lent = self._root._lent()
+        owned, queues = lent.owned, lent.arrays
+        for a in arrays:
+            if a is None or a.base is not None:
+                continue
+            entry = owned.pop(id(a), None)
+            if entry is not None and entry[0].get(entry[1]) is a:
+                del entry[0][entry[1]]
+            key = (a.shape, a.dtype)
+            queue = queues.get(key)
+            if queue is None:
+                queue = queues[key] = collections.deque()
+            elif len(queue) >= _KEEP and not _free(queue):
+                queue.popleft()  # kept by the caller: forget it (it stays the caller's)
+            queue.append(a)
+
+
+class _Lent(NamedTuple):
+    """A lending workspace's arrays in one thread: ``owned`` maps ``id`` of
+    each buffer to ``(store, name)``; ``arrays`` holds, per ``(shape, dtype)``,
+    the arrays lent to the caller, oldest first."""
+
+    owned: dict[int, tuple[dict[str, Array], str]]
+    arrays: dict[tuple[tuple[int, ...], Any], collections.deque[Array]]
+
+
+#: Lending needs reference counts that see every holder: CPython with its GIL.
+_CAN_LEND = sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled",
+                                                             lambda: True)()
+
+#: Lent arrays of one shape and dtype remembered while the caller keeps the oldest.
+_KEEP = 8
+
+
+def _refs(queue: collections.deque[Any]) -> int:
+    return sys.getrefcount(queue[0])
+
+
+#: The count :func:`_refs` sees for an array held by the queue alone (its slot
+#: and the call's argument), measured here so that it is this interpreter's.
+_UNHELD = _refs(collections.deque([object()]))
+
+
+def _free(queue: collections.deque[Any]) -> bool:
+    """Whether the oldest array of ``queue`` is held by the queue alone: no
+    reference (a view's base included) and no weak reference, and still writeable."""
+    a = queue[0]
+    return (_refs(queue) <= _UNHELD + 1  # + 1: the local name `a`
+            and not weakref.getweakrefcount(a) and a.flags.writeable)
 
 
 def output(

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import cuda, tree
 from .backend import Array, is_mutable, namespace
-from .dispatch import cupy_kernels_enabled, specialization, specializes
+from .dispatch import Workspace, cupy_kernels_enabled, specialization, specializes
 from .errors import BpcoreError
 from .values import real
 
@@ -130,7 +130,8 @@ def _sgd_update_numpy(
     """:func:`sgd_update` with ``out=`` ufuncs: the new ``p`` and ``v`` are written
     into ``out`` (by default ``p`` and ``v`` themselves: **in place**) and
     returned. With ``scratch`` the gradient's buffer holds the temporaries (no
-    allocation); otherwise ``g`` is only read.
+    allocation); otherwise ``g`` is only read. The new ``p`` may go into
+    ``g``'s own buffer (``out=(g, ...)``: the functional step's lending).
     Without it a step takes 30.1% longer (seed network, batch 16;
     benchmarks/specializations.py, 2026-12-02)."""
     lr, mu, nesterov, wd = rule
@@ -239,14 +240,16 @@ def _adam_update_numpy(
     are written into ``out`` (by default ``p``, ``m`` and ``v`` themselves:
     **in place**) and returned. With ``scratch`` the gradient's buffer is the
     only scratch space (no allocation: ``(1-β₂)g²`` is formed as ``((1-β₁)g)² ·
-    (1-β₂)/(1-β₁)²``, equal to rounding); otherwise one temporary.
+    (1-β₂)/(1-β₁)²``, equal to rounding); otherwise one temporary. The new
+    ``p`` may go into ``g``'s own buffer (``out=(g, m', v')``: the functional
+    step's lending; AdamW's decayed weights then take a temporary).
     Without it a step takes 40.5% longer (wide network, batch 16;
     benchmarks/specializations.py, 2026-12-02)."""
     step_size, root_bc2 = scalars
     b1, b2, wd = rule.b1, rule.b2, rule.weight_decay
     p_out, m_out, v_out = (p, m, v) if out is None else out
-    if wd and rule.decoupled:
-        p = np.multiply(p, 1.0 - rule.lr * wd, out=p_out)
+    if wd and rule.decoupled:  # (into a temporary where p_out is g's buffer, read below)
+        p = np.multiply(p, 1.0 - rule.lr * wd, out=None if p_out is g else p_out)
     elif wd:
         g = np.add(g, np.multiply(p, wd), out=g if scratch else None)
         scratch = True
@@ -424,18 +427,22 @@ class Optimizer(NamedTuple):
 
     def bind(
         self, xp: ModuleType, *, inplace: bool = False, own_grads: bool = False,
-        fast: bool = True,
+        fast: bool = True, ws: Workspace | None = None,
     ) -> Update:
         """``update(grads, state, params) -> (params, state)`` for namespace ``xp``,
         with the rule's specialization for it chosen now.
 
         ``own_grads`` says the gradients belong to the caller of the update
-        alone (the step driver's), so they may serve as scratch space.
+        alone (the step driver's), so they may serve as scratch space. ``ws``
+        is the step driver's workspace: where it lends (NumPy), a functional
+        update takes its new arrays from it and lends them to the caller, a
+        new parameter going into its gradient's buffer when that is one of
+        the workspace's (see :class:`~bpcore.dispatch.Workspace`).
         """
         if self.rule is None:
             kwargs = {"inplace": True} if inplace else {}
             return lambda g, s, p: self.update(g, s, p, xp=xp, **kwargs)
-        update = _bind(self.rule, xp, inplace=inplace, own_grads=own_grads, fast=fast)
+        update = _bind(self.rule, xp, inplace=inplace, own_grads=own_grads, fast=fast, ws=ws)
         return update if self.clip_norm is None else _clipped(update, self.clip_norm, xp)
 
 
@@ -455,15 +462,18 @@ _SGD_TREES = ("parameters", "gradients", "momentum buffers (state.velocity)")
 
 
 def _bind(
-    rule: SGDRule | AdamRule, xp: ModuleType, *, inplace: bool, own_grads: bool, fast: bool
+    rule: SGDRule | AdamRule, xp: ModuleType, *, inplace: bool, own_grads: bool, fast: bool,
+    ws: Workspace | None = None,
 ) -> Update:
     """The tree-wide update of ``rule`` on namespace ``xp`` (see :meth:`Optimizer.bind`)."""
     adam = isinstance(rule, AdamRule)
     kernel: Callable[..., Any] = adam_update if adam else sgd_update
     special = specialization(kernel, xp) if fast else None
     mutable = is_mutable(xp)
-    # functional with a specialization: the results go into new arrays (no copies)
+    # functional with a specialization: the results go into new arrays (no copies),
+    # lent by the workspace where it lends
     fresh = special is not None and not inplace
+    lender = ws if fresh and ws is not None and ws.lends else None
 
     def write_back(a: Array, new: Array) -> Array:
         a[...] = new
@@ -471,8 +481,13 @@ def _bind(
 
     def leaf(args: tuple[Any, ...], g: Array, p: Array, *slots: Array) -> tuple[Any, ...]:
         if special is not None:
+            if lender is not None:  # the new p into g's buffer if it is the workspace's
+                lent = lender.outputs((p, *slots), into=g if own_grads else None)
+                new = special(rule, *args, g, p, *slots, xp=xp, scratch=own_grads, out=lent)
+                lender.lend(*new)
+                return tuple(new)
             out = tuple(xp.empty_like(a) for a in (p, *slots)) if fresh else None
-            return special(rule, *args, g, p, *slots, xp=xp, scratch=own_grads, out=out)
+            return tuple(special(rule, *args, g, p, *slots, xp=xp, scratch=own_grads, out=out))
         new = kernel(rule, *args, g, p, *slots, xp=xp)
         if inplace and mutable:
             return tuple(write_back(a, b) for a, b in zip((p, *slots), new))

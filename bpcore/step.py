@@ -220,7 +220,8 @@ class Driver:
             binding = Binding(xp, ws, self.fast)
             net = bind(self.model, binding.scope("net"))
             update = None if self.optimizer is None else self.optimizer.bind(
-                xp, inplace=self.inplace, own_grads=True, fast=self.fast
+                xp, inplace=self.inplace, own_grads=True, fast=self.fast,
+                ws=None if ws is None else ws.scope("optim"),
             )
             loss = binding.scope("loss").kernel(self.loss.fn)
             b = self._bound[xp] = _Bound(xp, net.forward, net.backward, loss, update)

@@ -520,3 +520,110 @@ def test_inplace_train_step_on_every_backend(xp: ModuleType) -> None:
         out[inplace] = (params, float(value))
     _same(out[True][0], out[False][0], "float32")
     assert out[True][1] == pytest.approx(out[False][1], rel=1e-5)
+
+
+# --------------------------------------------------------------------------
+# lending: a functional step's results come back to the workspace once dropped
+
+
+def test_workspace_lends_a_buffer_and_takes_it_back_only_when_dropped() -> None:
+    ws = Workspace(np_xp)
+    assert ws.lends
+    g = ws.scope(0).buffer("dW", (3, 2), np.float32)
+    out = ws.outputs((g,), into=g)
+    assert out[0] is g  # the result may go into the workspace's own buffer
+    ws.lend(*out)
+    assert ws.scope(0).buffer("dW", (3, 2), np.float32) is not g  # g left the workspace
+    held = ws.scope(0).buffer("dW", (3, 2), np.float32)
+    ws.lend(held)
+    # the caller still holds g and `held`: new arrays, never theirs
+    fresh = ws.outputs((g, g))
+    assert all(a is not g and a is not held for a in fresh)
+    del out
+    # a dropped array is taken back, oldest first, whatever asks for that shape
+    g_id = id(g)
+    del g
+    assert id(ws.outputs((held,))[0]) == g_id
+    assert ws.outputs((held,), into=held)[0] is not held  # lent: no longer the workspace's
+
+
+@pytest.mark.parametrize("holder", ["name", "view", "memoryview", "weakref", "list", "frozen"])
+def test_workspace_never_takes_back_an_array_something_refers_to(holder: str) -> None:
+    import weakref
+
+    ws = Workspace(np_xp)
+    a = np.zeros((4, 3))
+    ws.lend(a)
+    keep = {"name": lambda: a, "view": lambda: a[1:], "memoryview": lambda: memoryview(a),
+            "weakref": lambda: weakref.ref(a), "list": lambda: [a],
+            "frozen": lambda: None}[holder]()
+    if holder == "frozen":
+        a.flags.writeable = False
+    a_id = id(a)
+    if holder != "name":
+        del a
+    assert all(id(b) != a_id for b in ws.outputs((np.empty((4, 3)),) * 3))
+    del keep
+
+
+def test_only_numpy_workspaces_lend(xp: ModuleType) -> None:
+    ws = Workspace(xp)
+    assert ws.lends == (bp.backend.backend_name(xp) == "numpy")
+    like = bp.to_backend(np.zeros((2, 3)))
+    out = ws.outputs((like,), into=like)
+    assert out[0] is not like and tuple(out[0].shape) == (2, 3)
+    ws.lend(*out)  # a no-op where it does not lend
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS, ids=["sgd", "nesterov", "adam", "adamw"])
+def test_functional_step_lends_two_buffers_per_array_and_matches_inplace(make: Any) -> None:
+    net = bp.mlp([6, 8, 3], "sigmoid")
+    opt = make()
+    rng = np.random.default_rng(5)
+    batches = [(rng.standard_normal((5, 6)).astype(np.float32), rng.integers(0, 3, 5))
+               for _ in range(3)]
+    out = {}
+    for inplace in (False, True):
+        params = net.init(0, xp=np_xp, dtype="float32")
+        state = opt.init(params)
+        step = bp.train_step(net, "softmax_cross_entropy", opt, inplace=inplace)
+        seen: set[int] = set()
+        for i in range(12):
+            params, state, _ = step(params, state, *batches[i % 3])
+            if i >= 2:
+                seen.update(id(a) for a in bp.tree.leaves(params))
+        out[inplace] = (params, state)
+        if not inplace:  # the arrays of two steps, taken back in turn: no fresh ones
+            assert len(seen) == 2 * len(bp.tree.leaves(params))
+    _equal(out[False][0], out[True][0])  # the same arithmetic, bit for bit
+    _equal(out[False][1], out[True][1])
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS, ids=["sgd", "nesterov", "adam", "adamw"])
+def test_functional_step_never_changes_what_the_caller_keeps(make: Any) -> None:
+    import weakref
+
+    net = bp.mlp([6, 8, 3], "tanh")
+    opt = make()
+    rng = np.random.default_rng(6)
+    x, t = rng.standard_normal((5, 6)), rng.integers(0, 3, 5)
+    step = bp.train_step(net, "softmax_cross_entropy", opt)
+    params = net.init(0, xp=np_xp, dtype="float64")
+    state = opt.init(params)
+    kept: list[tuple[Any, Any]] = []  # (what the caller holds, its values when returned)
+    for i in range(16):
+        params, state, _ = step(params, state, x, t)
+        holder = i % 4
+        if holder == 0:  # the whole result
+            kept.append(((params, state), _copy((params, state))))
+        elif holder == 1:  # a view of one parameter
+            kept.append((params[0]["W"][1:], params[0]["W"][1:].copy()))
+        elif holder == 2:  # a weak reference: must keep the array from reuse too
+            ref = weakref.ref(params[0]["W"])
+            kept.append((ref, params[0]["W"].copy()))
+    for held, values in kept:
+        if isinstance(held, weakref.ref):
+            held = held()
+            if held is None:
+                continue
+        _equal(held, values)
