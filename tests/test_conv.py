@@ -444,7 +444,9 @@ def test_numpy_max_pool_specialization_on_batch_last_inputs_with_ties() -> None:
 NATIVE_CASES = {
     "torch": {1: ALL_1D + _random_conv_cases(1, 8, seed=21),
               2: ALL_2D + _random_conv_cases(2, 8, seed=22)},
-    "jax": {1: [CASES_1D[1], CASES_1D[2], CASES_1D[4]],
+    # one input channel in 1-D (shifted products): MNIST-1D's first layer, and
+    # with stride, padding and dilation together
+    "jax": {1: [CASES_1D[1], CASES_1D[2], CASES_1D[4], ((2, 1, 11), (2, 1, 3), 2, 2, 2)],
             2: [CASES_2D[1], CASES_2D[2], CASES_2D[3]]},  # strides, dilation, 1x1 + padding
 }
 

@@ -642,10 +642,40 @@ def _conv_forward_jax(
     s, p, d = geometry
     lax = sys.modules["jax"].lax
     W, b = params["W"], params["b"]
-    y = lax.conv_general_dilated(x, W, s, [(q, q) for q in p], rhs_dilation=d,
-                                 dimension_numbers=_LAX_SPECS[ndim])
+    if ndim == 1 and x.shape[1] == 1:  # one input channel, 1-D: XLA:CPU's convolution is slow
+        y = _one_channel_conv_jax(x, W, s, p, d)
+    else:
+        y = lax.conv_general_dilated(x, W, s, [(q, q) for q in p], rhs_dilation=d,
+                                     dimension_numbers=_LAX_SPECS[ndim])
     return y + lax.expand_dims(b, (0, *range(2, ndim + 2))), ConvCache(
         None, tuple(x.shape), s, p, d, x)
+
+
+def _one_channel_conv_jax(
+    x: Array, W: Array, s: tuple[int, ...], p: tuple[int, ...], d: tuple[int, ...]
+) -> Array:
+    """The convolution of a one-channel input as ``k`` shifted products,
+    ``y[:, o] = Σ_offsets W[o, 0, offset] · x_pad[:, 0, offset + s·out]``, in one
+    pass over the output. Used for 1-D inputs: the MNIST-1D CNN's compiled step
+    takes 12-14% less time at batch 256 (2.05-2.08 → 1.75-1.78 ms; at batch 100
+    0.86-0.91 ms either way; two interleaved runs, 2026-12-03). Not for 2-D:
+    LeNet's first layer alone runs 7x faster so (0.53 against 3.7 ms at batch
+    100), but its compiled step became 29% slower (9.1 → 11.7 ms), so 2-D
+    keeps XLA's convolution."""
+    jnp = sys.modules["jax"].numpy
+    ndim = x.ndim - 2
+    kernel = tuple(W.shape[2:])
+    out = [int(m) for m in conv_output_shape(x.shape[2:], kernel, s, p, d)]  # type: ignore[arg-type]
+    padded = jnp.pad(x[:, 0], [(0, 0), *((q, q) for q in p)])
+    y = None
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        index = [slice(o * di, o * di + (m - 1) * si + 1, si)
+                 for o, di, m, si in zip(offset, d, out, s)]
+        window = padded[(slice(None),) + tuple(index)]
+        w = W[(slice(None), 0) + offset][(None, slice(None)) + (None,) * ndim]
+        term = window[:, None] * w
+        y = term if y is None else y + term
+    return y
 
 
 def _conv_backward_jax(
