@@ -215,17 +215,10 @@ class Workspace:
             return tuple(self.xp.empty_like(a) for a in like)
         root = self._root
         lent = root._lent()
-        entry = None if into is None else lent.owned.get(id(into))
-        first = into if entry is not None and entry[0].get(entry[1]) is into else None
-        arrays, empty = lent.arrays, root._empty
-        out = []
-        for a in like:
-            if first is not None:
-                out.append(first)
-                first = None
-                continue
-            queue = arrays.get((a.shape, a.dtype))
-            out.append(queue.popleft() if queue and _free(queue) else empty(a.shape, a.dtype))
+        out = [] if into is None or _buffer_of(lent, into) is None else [into]
+        for a in like[len(out):]:
+            buf = root._reclaim(lent, a.shape, a.dtype)
+            out.append(root._empty(a.shape, a.dtype) if buf is None else buf)
         return tuple(out)
 
     def lend(self, *arrays: Any) -> None:
@@ -239,8 +232,9 @@ class Workspace:
         for a in arrays:
             if a is None or a.base is not None:
                 continue
-            entry = owned.pop(id(a), None)
-            if entry is not None and entry[0].get(entry[1]) is a:
+            entry = _buffer_of(lent, a)
+            owned.pop(id(a), None)
+            if entry is not None:
                 del entry[0][entry[1]]
             key = (a.shape, a.dtype)
             queue = queues.get(key)
@@ -258,6 +252,13 @@ class _Lent(NamedTuple):
 
     owned: dict[int, tuple[dict[str, Array], str]]
     arrays: dict[tuple[tuple[int, ...], Any], collections.deque[Array]]
+
+
+def _buffer_of(lent: _Lent, a: Any) -> tuple[dict[str, Array], str] | None:
+    """``(store, name)`` where ``a`` is a workspace buffer, else ``None`` (an ``id``
+    no longer in its store is another object's)."""
+    entry = lent.owned.get(id(a))
+    return entry if entry is not None and entry[0].get(entry[1]) is a else None
 
 
 #: Lending needs reference counts that see every holder: CPython with its GIL.

@@ -671,8 +671,10 @@ def _one_channel_conv_jax(
     for offset in itertools.product(*(range(k) for k in kernel)):
         index = [slice(o * di, o * di + (m - 1) * si + 1, si)
                  for o, di, m, si in zip(offset, d, out, s)]
-        window = padded[(slice(None),) + tuple(index)]
-        w = W[(slice(None), 0) + offset][(None, slice(None)) + (None,) * ndim]
+        at: tuple[Any, ...] = (slice(None), *index)
+        weight: tuple[Any, ...] = (slice(None), 0, *offset)
+        spread: tuple[Any, ...] = (None, slice(None), *(None,) * ndim)
+        window, w = padded[at], W[weight][spread]
         term = window[:, None] * w
         y = term if y is None else y + term
     return y
