@@ -564,7 +564,13 @@ class Guard:
         return ref, leaves
 
     def _labels_in_range(self, t: Any) -> bool:
-        return self._n_out is None or (int(t.min()) >= 0 and int(t.max()) < self._n_out)
+        """Whether integer labels ``t`` (NumPy) lie in ``[0, n_out)``: one reduction,
+        the labels read as unsigned (a negative label reads as a huge one)."""
+        if self._n_out is None:
+            return True
+        if t.dtype.kind == "i":
+            t = t.view(_UNSIGNED[t.dtype.itemsize])
+        return int(t.max()) < self._n_out
 
     def state(self, state: Any, params: Any, leaves: list[Any]) -> None:
         """:func:`check_state`, with ``leaves`` the parameters' (from :meth:`batch`)."""
@@ -584,6 +590,7 @@ class Guard:
         check_state(state, self.optimizer, params, model=self.model)
 
 
+_UNSIGNED = {n: np.dtype(f"u{n}") for n in (1, 2, 4, 8)}
 _NUMPY_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 

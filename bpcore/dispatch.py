@@ -205,21 +205,32 @@ class Workspace:
             return queue.popleft()
         return None
 
-    def outputs(self, like: tuple[Array, ...], into: Any = None) -> tuple[Array, ...]:
-        """Arrays for results shaped as the arrays of ``like``, which the step
-        will :meth:`lend`: the first is ``into`` itself where ``into`` is one
+    def outputs(self, rows: list[tuple[Array, ...]], into: bool) -> list[tuple[Array, ...]]:
+        """Arrays for the results of an update, which the step will :meth:`lend`:
+        for each row ``(p, g, *slots)``, arrays shaped as ``p`` and the slots,
+        the first of them ``g`` itself when ``into`` is true and ``g`` is one
         of this workspace's buffers (the gradient a functional update may
         overwrite), each other a lent array taken back where one is free, else
         a new one. Without lending, new arrays."""
         if not self.lends:
-            return tuple(self.xp.empty_like(a) for a in like)
+            empty_like = self.xp.empty_like
+            return [tuple(empty_like(a) for a in (r[0], *r[2:])) for r in rows]
         root = self._root
         lent = root._lent()
-        out = [] if into is None or _buffer_of(lent, into) is None else [into]
-        for a in like[len(out):]:
-            buf = root._reclaim(lent, a.shape, a.dtype)
-            out.append(root._empty(a.shape, a.dtype) if buf is None else buf)
-        return tuple(out)
+        owned, queues, empty = lent.owned, lent.arrays, root._empty
+        result = []
+        for row in rows:
+            out = []
+            if into:
+                g = row[1]
+                entry = owned.get(id(g))
+                if entry is not None and entry[0].get(entry[1]) is g:
+                    out.append(g)
+            for a in (row[0], *row[2:])[len(out):]:
+                queue = queues.get((a.shape, a.dtype))
+                out.append(queue.popleft() if queue and _free(queue) else empty(a.shape, a.dtype))
+            result.append(tuple(out))
+        return result
 
     def lend(self, *arrays: Any) -> None:
         """Hand ``arrays``, results of the step, to the caller (a no-op where the
@@ -232,9 +243,8 @@ class Workspace:
         for a in arrays:
             if a is None or a.base is not None:
                 continue
-            entry = _buffer_of(lent, a)
-            owned.pop(id(a), None)
-            if entry is not None:
+            entry = owned.pop(id(a), None)
+            if entry is not None and entry[0].get(entry[1]) is a:
                 del entry[0][entry[1]]
             key = (a.shape, a.dtype)
             queue = queues.get(key)
@@ -252,13 +262,6 @@ class _Lent(NamedTuple):
 
     owned: dict[int, tuple[dict[str, Array], str]]
     arrays: dict[tuple[tuple[int, ...], Any], collections.deque[Array]]
-
-
-def _buffer_of(lent: _Lent, a: Any) -> tuple[dict[str, Array], str] | None:
-    """``(store, name)`` where ``a`` is a workspace buffer, else ``None`` (an ``id``
-    no longer in its store is another object's)."""
-    entry = lent.owned.get(id(a))
-    return entry if entry is not None and entry[0].get(entry[1]) is a else None
 
 
 #: Lending needs reference counts that see every holder: CPython with its GIL.

@@ -481,11 +481,6 @@ def _bind(
 
     def leaf(args: tuple[Any, ...], g: Array, p: Array, *slots: Array) -> tuple[Any, ...]:
         if special is not None:
-            if lender is not None:  # the new p into g's buffer if it is the workspace's
-                lent = lender.outputs((p, *slots), into=g if own_grads else None)
-                new = special(rule, *args, g, p, *slots, xp=xp, scratch=own_grads, out=lent)
-                lender.lend(*new)
-                return tuple(new)
             out = tuple(xp.empty_like(a) for a in (p, *slots)) if fresh else None
             return tuple(special(rule, *args, g, p, *slots, xp=xp, scratch=own_grads, out=out))
         new = kernel(rule, *args, g, p, *slots, xp=xp)
@@ -512,7 +507,13 @@ def _bind(
             for p, g, *slots in rows:
                 special(rule, *args, g, p, *slots, scratch=own_grads)
             return params, (AdamState(count, state.m, state.v) if adam else state)
-        out = [leaf(args, g, p, *slots) for p, g, *slots in rows]
+        if lender is not None:  # the new p into g's buffer where it is the workspace's
+            outs = lender.outputs(rows, own_grads)
+            out = [special(rule, *args, r[1], r[0], *r[2:], scratch=own_grads, out=o)
+                   for r, o in zip(rows, outs)]
+            lender.lend(*[a for o in out for a in o])
+        else:
+            out = [leaf(args, g, p, *slots) for p, g, *slots in rows]
         if same_arrays:
             new_params, new_slots = params, [state.m, state.v] if adam else [state.velocity]
         else:

@@ -200,27 +200,47 @@ _NODES = (dict, list, tuple, type(None))
 def _aligned_layers(ref: tuple[Any, ...], others: tuple[Any, ...]
                     ) -> list[tuple[Any, ...]] | None:
     """:func:`aligned` of its common case, parameters as a tuple of flat dicts
-    whose keys come in one order in every tree (``None`` for any other layout):
-    the rows without the general walk (the seed network's parameters and gradients:
-    12 µs against the walk's 20, timed on the busy shared machine, 2026-12-03)."""
+    (``None`` for any other layout, and for trees that differ: the general walk
+    then says where): each leaf of ``ref`` paired by key, without the general
+    walk (the seed network's parameters and gradients: 2.1 µs against the walk's
+    6.7, with the velocities too 4.5 against 8.1; timeit, 2026-12-04)."""
     n = len(ref)
     for o in others:
         if type(o) is not tuple or len(o) != n:
             return None
     out: list[tuple[Any, ...]] = []
-    for layer in zip(ref, *others):
-        first = layer[0]
-        if type(first) is not dict:
-            return None
-        keys = list(first)
-        for o in layer[1:]:
-            if type(o) is not dict or list(o) != keys:
-                return None
-        for row in zip(*[o.values() for o in layer]):
-            for leaf in row:
-                if type(leaf) in _NODES:
+    append = out.append
+    if len(others) == 1:  # parameters and gradients (SGD): pairs, unrolled
+        try:
+            for first, o in zip(ref, others[0]):
+                if type(first) is not dict or type(o) is not dict or len(first) != len(o):
                     return None
-            out.append(row)
+                for key, a in first.items():
+                    b = o[key]
+                    if type(a) in _NODES or type(b) in _NODES:
+                        return None
+                    append((a, b))
+        except KeyError:
+            return None
+        return out
+    try:
+        for layer in zip(ref, *others):
+            first = layer[0]
+            if type(first) is not dict:
+                return None
+            m = len(first)
+            rest = layer[1:]
+            for o in rest:
+                if type(o) is not dict or len(o) != m:
+                    return None
+            for key, leaf in first.items():
+                row = (leaf, *[o[key] for o in rest])
+                for a in row:
+                    if type(a) in _NODES:
+                        return None
+                append(row)
+    except KeyError:
+        return None
     return out
 
 

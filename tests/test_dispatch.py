@@ -530,21 +530,21 @@ def test_workspace_lends_a_buffer_and_takes_it_back_only_when_dropped() -> None:
     ws = Workspace(np_xp)
     assert ws.lends
     g = ws.scope(0).buffer("dW", (3, 2), np.float32)
-    out = ws.outputs((g,), into=g)
+    out = ws.outputs([(g, g)], True)[0]  # rows (p, g, *slots)
     assert out[0] is g  # the result may go into the workspace's own buffer
     ws.lend(*out)
     assert ws.scope(0).buffer("dW", (3, 2), np.float32) is not g  # g left the workspace
     held = ws.scope(0).buffer("dW", (3, 2), np.float32)
     ws.lend(held)
     # the caller still holds g and `held`: new arrays, never theirs
-    fresh = ws.outputs((g, g))
+    fresh = ws.outputs([(g, None, g)], False)[0]
     assert all(a is not g and a is not held for a in fresh)
     del out
     # a dropped array is taken back, oldest first, whatever asks for that shape
     g_id = id(g)
     del g
-    assert id(ws.outputs((held,))[0]) == g_id
-    assert ws.outputs((held,), into=held)[0] is not held  # lent: no longer the workspace's
+    assert id(ws.outputs([(held, None)], False)[0][0]) == g_id
+    assert ws.outputs([(held, held)], True)[0][0] is not held  # lent: no longer the workspace's
 
 
 @pytest.mark.parametrize("holder", ["name", "view", "memoryview", "weakref", "list", "frozen"])
@@ -562,7 +562,8 @@ def test_workspace_never_takes_back_an_array_something_refers_to(holder: str) ->
     a_id = id(a)
     if holder != "name":
         del a
-    assert all(id(b) != a_id for b in ws.outputs((np.empty((4, 3)),) * 3))
+    e = np.empty((4, 3))
+    assert all(id(b) != a_id for b in ws.outputs([(e, None, e, e)], False)[0])
     del keep
 
 
@@ -570,7 +571,7 @@ def test_only_numpy_workspaces_lend(xp: ModuleType) -> None:
     ws = Workspace(xp)
     assert ws.lends == (bp.backend.backend_name(xp) == "numpy")
     like = bp.to_backend(np.zeros((2, 3)))
-    out = ws.outputs((like,), into=like)
+    out = ws.outputs([(like, like)], True)[0]
     assert out[0] is not like and tuple(out[0].shape) == (2, 3)
     ws.lend(*out)  # a no-op where it does not lend
 

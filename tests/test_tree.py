@@ -114,3 +114,12 @@ def test_aligned_layers_fast_path_agrees_with_the_walk() -> None:
         assert all(a is c and b is d for (a, b), (c, d) in zip(fast, walked))
     with pytest.raises(bp.errors.StructureError, match="'2'"):
         tree.aligned(params, (grads[0], {}, {"W": grads[2]["W"]}))
+    # three trees (momentum's velocity), keys in any order
+    rows = tree.aligned(params, grads, reordered)
+    walked = tree.aligned(list(params), list(grads), list(reordered))
+    assert all(all(a is b for a, b in zip(r, w)) for r, w in zip(rows, walked, strict=True))
+    # a key of another name (same count): the walk names where
+    renamed = (grads[0], {}, {"W": grads[2]["W"], "c": grads[2]["b"]})
+    for others in ((renamed,), (renamed, grads)):
+        with pytest.raises(bp.errors.StructureError, match="'2'"):
+            tree.aligned(params, *others)

@@ -584,6 +584,11 @@ def _chain(layers: Sequence[Layer]) -> tuple[Callable[..., Any], Callable[..., A
         for lay in layers
     )
     last = len(layers) - 1
+    # the first layer with parameters, fixed by the layers where each says its
+    # parameters' shapes as one dict (none: {}); else found in the parameters
+    own = [lay.shapes() if lay.shapes is not None else None for lay in layers]
+    first_with_params = next((i for i, w in enumerate(own) if w), len(layers)) \
+        if all(type(w) is dict for w in own) else None
 
     def forward(
         params: tuple[Params, ...], x: Array, *, xp: ModuleType | None = None
@@ -619,7 +624,7 @@ def _chain(layers: Sequence[Layer]) -> tuple[Callable[..., Any], Callable[..., A
         grads: list[Params] = [None] * len(steps)
         # the input gradient of layer j feeds only the layers before it: not needed
         # when none of them has parameters (LeNet's conv after its reshape)
-        first = 0 if need_dx else next(
+        first = 0 if need_dx else first_with_params if first_with_params is not None else next(
             (i for i, p in enumerate(params) if tree.leaves(p)), len(steps))
         for j in range(last, -1, -1):
             bare, _, b = steps[j]
