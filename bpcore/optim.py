@@ -507,7 +507,7 @@ def _bind(
             for p, g, *slots in rows:
                 special(rule, *args, g, p, *slots, scratch=own_grads)
             return params, (AdamState(count, state.m, state.v) if adam else state)
-        if lender is not None:  # the new p into g's buffer where it is the workspace's
+        if lender is not None and special is not None:  # the new p into g's buffer
             outs = lender.outputs(rows, own_grads)
             out = [special(rule, *args, r[1], r[0], *r[2:], scratch=own_grads, out=o)
                    for r, o in zip(rows, outs)]
