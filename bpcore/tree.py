@@ -339,21 +339,31 @@ def map_arrays(fn: Callable[[Any], Any], tree: Any) -> Any:
 def replace(tree: Any, values: list[Any]) -> Any:
     """A tree of ``tree``'s structure whose leaves are ``values``, in the order
     of :func:`leaves` (the inverse of ``leaves``)."""
-    if type(tree) is tuple and all(type(d) is dict for d in tree):
-        # the common case, parameters as a tuple of flat dicts: no recursion
-        it = iter(values)
-        flat = all(v is not None and type(v) not in (dict, list, tuple)
-                   for d in tree for v in d.values())
-        if flat:
-            out = tuple({k: next(it) for k in d} for d in tree)
-            if next(it, _END) is not _END:
+    if type(tree) is tuple:  # the common case, a tuple of flat dicts: one pass
+        out: list[dict[Any, Any]] = []
+        i = 0
+        for d in tree:
+            if type(d) is not dict:
+                break
+            new = {}
+            for k, v in d.items():
+                if type(v) in _NODES:
+                    break
+                if i == len(values):
+                    raise ValueError("fewer values than leaves")
+                new[k] = values[i]
+                i += 1
+            else:
+                out.append(new)
+                continue
+            break
+        else:
+            if i != len(values):
                 raise ValueError("more values than leaves")
-            return out
+            return tuple(out)
     _, treedef = flatten(tree)
     return unflatten(treedef, values)
 
-
-_END = object()
 
 
 class _Slot(NamedTuple):

@@ -70,6 +70,12 @@ def test_replace_is_the_inverse_of_leaves() -> None:
     assert tree.paths(again) == tree.paths(nested)
     with pytest.raises(ValueError, match="more values"):
         tree.replace(params, [*values, 1])
+    with pytest.raises(ValueError, match="fewer values"):
+        tree.replace(params, values[:-1])
+    # a tuple whose dicts hold a container takes the general path
+    deep = ({"W": values[0], "inner": {"b": values[1]}}, {})
+    back = tree.replace(deep, [values[2], values[3]])
+    assert back[0]["W"] is values[2] and back[0]["inner"]["b"] is values[3] and back[1] == {}
 
 
 def test_is_array_on_every_backend(xp: ModuleType) -> None:
