@@ -569,7 +569,10 @@ class Guard:
         if self._n_out is None:
             return True
         if t.dtype.kind == "i":
-            t = t.view(_UNSIGNED[t.dtype.itemsize])
+            unsigned = _UNSIGNED.get(t.dtype)
+            if unsigned is None:  # the same width and byte order, unsigned
+                unsigned = _UNSIGNED[t.dtype] = np.dtype(t.dtype.str.replace("i", "u"))
+            t = t.view(unsigned)
         return int(t.max()) < self._n_out
 
     def state(self, state: Any, params: Any, leaves: list[Any]) -> None:
@@ -590,7 +593,7 @@ class Guard:
         check_state(state, self.optimizer, params, model=self.model)
 
 
-_UNSIGNED = {n: np.dtype(f"u{n}") for n in (1, 2, 4, 8)}
+_UNSIGNED: dict[Any, Any] = {}  # signed integer dtype -> its unsigned twin
 _NUMPY_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
