@@ -217,18 +217,15 @@ class Workspace:
             return [tuple(empty_like(a) for a in (r[0], *r[2:])) for r in rows]
         root = self._root
         lent = root._lent()
-        owned, queues, empty = lent.owned, lent.arrays, root._empty
+        empty = root._empty
         result = []
         for row in rows:
             out = []
-            if into:
-                g = row[1]
-                entry = owned.get(id(g))
-                if entry is not None and entry[0].get(entry[1]) is g:
-                    out.append(g)
+            if into and _buffer_of(lent, row[1]) is not None:
+                out.append(row[1])
             for a in (row[0], *row[2:])[len(out):]:
-                queue = queues.get((a.shape, a.dtype))
-                out.append(queue.popleft() if queue and _free(queue) else empty(a.shape, a.dtype))
+                buf = root._reclaim(lent, a.shape, a.dtype)
+                out.append(empty(a.shape, a.dtype) if buf is None else buf)
             result.append(tuple(out))
         return result
 
@@ -243,8 +240,9 @@ class Workspace:
         for a in arrays:
             if a is None or a.base is not None:
                 continue
-            entry = owned.pop(id(a), None)
-            if entry is not None and entry[0].get(entry[1]) is a:
+            entry = _buffer_of(lent, a)
+            owned.pop(id(a), None)
+            if entry is not None:
                 del entry[0][entry[1]]
             key = (a.shape, a.dtype)
             queue = queues.get(key)
@@ -262,6 +260,13 @@ class _Lent(NamedTuple):
 
     owned: dict[int, tuple[dict[str, Array], str]]
     arrays: dict[tuple[tuple[int, ...], Any], collections.deque[Array]]
+
+
+def _buffer_of(lent: _Lent, a: Any) -> tuple[dict[str, Array], str] | None:
+    """``(store, name)`` where ``a`` is a workspace buffer, else ``None`` (an ``id``
+    no longer in its store is another object's)."""
+    entry = lent.owned.get(id(a))
+    return entry if entry is not None and entry[0].get(entry[1]) is a else None
 
 
 #: Lending needs reference counts that see every holder: CPython with its GIL.

@@ -205,17 +205,16 @@ def test_labels_out_of_range(classifier: Any, entry: str, label: int, shown: str
     )
 
 
-@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", "uint8", "uint64", ">i8",
-                                   ">u4"])
-@pytest.mark.parametrize("label", [-1, -128, 3, 100])
+@pytest.mark.parametrize(("dtype", "label"), [
+    (dtype, label)
+    for dtype in ("int8", "int16", "int32", "int64", "uint8", "uint64", ">i8", ">u4")
+    for label in (-1, -128, 3, 100) if label >= 0 or "u" not in dtype])
 def test_guard_reads_labels_of_every_integer_width(dtype: str, label: int) -> None:
     """The step's guard reads signed labels as unsigned (one reduction): a
     negative label of any width is out of range, as a too large one is."""
     from bpcore.checks import Guard
 
     guard = Guard(bp.mlp([2, 3]), "classes")
-    if label < 0 and "u" in dtype:
-        return  # not representable
     good = np.array([0, 2, 1], dtype=dtype)
     bad = np.array([0, label, 1], dtype=dtype)[::-1]  # a strided view too
     assert guard._labels_in_range(good)
