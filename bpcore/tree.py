@@ -347,7 +347,6 @@ def replace(tree: Any, values: list[Any]) -> Any:
     return unflatten(treedef, values)
 
 
-
 def _replace_layers(tree: tuple[Any, ...], values: list[Any]) -> tuple[Any, ...] | None:
     """:func:`replace` of its common case, a tuple of flat dicts, in one pass
     (``None`` for any other layout): 1.3 µs for the seed network's six leaves."""
